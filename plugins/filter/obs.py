@@ -1,0 +1,93 @@
+"""Filters that turn the inventory into monitoring wiring.
+
+Kept in Python (not inline Jinja) so the wiring rules are unit-tested in
+tests/unit/test_filters.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ansible_facts.architecture -> the arch suffix of upstream release archives.
+_RELEASE_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "armv7",
+    "armv6l": "armv6",
+    "i386": "386",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
+
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})$")
+
+
+def release_arch(architecture: str) -> str:
+    """Map a kernel architecture to the suffix used by upstream archives."""
+    return _RELEASE_ARCH.get(architecture, architecture)
+
+
+def is_listen_address(value) -> bool:
+    """True for 'host:port', ':port' or '[v6]:port' with a port in 1..65535."""
+    if not isinstance(value, str):
+        return False
+    match = _HOST_PORT.match(value)
+    return bool(match) and 0 < int(match.group("port")) < 65536
+
+
+def listen_port(value: str) -> int:
+    """Port part of a listen address."""
+    match = _HOST_PORT.match(value or "")
+    if not match:
+        raise ValueError(f"not a host:port listen address: {value!r}")
+    return int(match.group("port"))
+
+
+def local_url(listen_address: str, path: str = "/", scheme: str = "http") -> str:
+    """URL that reaches a service from its own host (wildcard binds become loopback)."""
+    match = _HOST_PORT.match(listen_address or "")
+    if not match:
+        raise ValueError(f"not a host:port listen address: {listen_address!r}")
+    host = match.group("host")
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{match.group('port')}{path}"
+
+
+def bare_flags(names, prefix: str = "") -> dict:
+    """['systemd'] | bare_flags('collector.') -> {'collector.systemd': True}."""
+    return {f"{prefix}{name}": True for name in names or []}
+
+
+def scrape_targets(hosts, hostvars, listen_var: str, default_listen: str) -> list:
+    """One static_config per host: '<obs_address>:<port>' with instance=<inventory name>.
+
+    The port comes from the host's own listen variable (so a per-host override
+    is honoured), the address from obs_address, then ansible_host, then the
+    inventory name.
+    """
+    configs = []
+    for name in hosts or []:
+        hv = hostvars.get(name, {}) if hasattr(hostvars, "get") else hostvars[name]
+        address = hv.get("obs_address") or hv.get("ansible_host") or name
+        listen = hv.get(listen_var) or default_listen
+        configs.append(
+            {
+                "targets": [f"{address}:{listen_port(listen)}"],
+                "labels": {"instance": name},
+            }
+        )
+    return configs
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "release_arch": release_arch,
+            "listen_port": listen_port,
+            "local_url": local_url,
+            "bare_flags": bare_flags,
+            "scrape_targets": scrape_targets,
+            "is_listen_address": is_listen_address,
+        }
