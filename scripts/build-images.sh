@@ -6,7 +6,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=systemd,systemd-sysv,python3,sudo,ca-certificates,iproute2,procps,curl,gnupg
+packages=systemd,systemd-sysv,python3,python3-apt,sudo,ca-certificates,iproute2,procps,curl,gnupg
 recipe_hash=$( { cat "$0"; echo "$mirror $packages"; } | sha256sum | cut -c1-12)
 
 build_one() {
@@ -18,8 +18,11 @@ build_one() {
   local root
   root=$(mktemp -d "/var/tmp/obs-rootfs-$suite.XXXXXX")
   echo "building $image with debootstrap ($suite, recipe $recipe_hash)"
-  debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$root.log" 2>&1 \
-    || { tail -n 30 "$root.log"; exit 1; }
+  if ! debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$root.log" 2>&1; then
+    tail -n 30 "$root.log"
+    rm -rf "$root" "$root.log"
+    return 1
+  fi
   # Units that make no sense (or hang) inside a container.
   for unit in getty.target systemd-udevd.service systemd-udev-trigger.service \
               systemd-modules-load.service sys-kernel-debug.mount sys-kernel-tracing.mount \

@@ -20,7 +20,7 @@ _RELEASE_ARCH = {
     "s390x": "s390x",
 }
 
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})$")
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})")
 
 
 def release_arch(architecture: str) -> str:
@@ -28,31 +28,40 @@ def release_arch(architecture: str) -> str:
     return _RELEASE_ARCH.get(architecture, architecture)
 
 
+def _parse(value):
+    """(host, port) of a listen address, or None when it is not host:port with port 1..65535."""
+    if not isinstance(value, str):
+        return None
+    match = _HOST_PORT.fullmatch(value)
+    if not match or not 0 < int(match.group("port")) < 65536:
+        return None
+    return match.group("host"), int(match.group("port"))
+
+
 def is_listen_address(value) -> bool:
     """True for 'host:port', ':port' or '[v6]:port' with a port in 1..65535."""
-    if not isinstance(value, str):
-        return False
-    match = _HOST_PORT.match(value)
-    return bool(match) and 0 < int(match.group("port")) < 65536
+    return _parse(value) is not None
 
 
 def listen_port(value: str) -> int:
     """Port part of a listen address."""
-    match = _HOST_PORT.match(value or "")
-    if not match:
+    parsed = _parse(value)
+    if parsed is None:
         raise ValueError(f"not a host:port listen address: {value!r}")
-    return int(match.group("port"))
+    return parsed[1]
 
 
 def local_url(listen_address: str, path: str = "/", scheme: str = "http") -> str:
     """URL that reaches a service from its own host (wildcard binds become loopback)."""
-    match = _HOST_PORT.match(listen_address or "")
-    if not match:
+    parsed = _parse(listen_address)
+    if parsed is None:
         raise ValueError(f"not a host:port listen address: {listen_address!r}")
-    host = match.group("host")
+    host, port = parsed
     if host in ("", "0.0.0.0", "[::]"):
         host = "127.0.0.1"
-    return f"{scheme}://{host}:{match.group('port')}{path}"
+    if path and not path.startswith("/"):
+        path = "/" + path
+    return f"{scheme}://{host}:{port}{path}"
 
 
 def bare_flags(names, prefix: str = "") -> dict:
@@ -70,7 +79,9 @@ def scrape_targets(hosts, hostvars, listen_var: str, default_listen: str) -> lis
     configs = []
     for name in hosts or []:
         hv = hostvars.get(name, {}) if hasattr(hostvars, "get") else hostvars[name]
-        address = hv.get("obs_address") or hv.get("ansible_host") or name
+        address = str(hv.get("obs_address") or hv.get("ansible_host") or name)
+        if ":" in address and not address.startswith("["):
+            address = f"[{address}]"  # IPv6 literal
         listen = hv.get(listen_var) or default_listen
         configs.append(
             {

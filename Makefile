@@ -1,0 +1,49 @@
+# The two commands a newcomer needs:
+#   make demo   - set up, start the sandbox hosts, provision them with site.yml, run the verify playbook
+#   make test   - lint, unit tests and every molecule scenario
+SHELL := /bin/bash
+VENV := .venv/bin
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_VAULT_PASSWORD_FILE := $(CURDIR)/inventories/local/vault-password.txt
+export ANSIBLE_FORCE_COLOR ?= 0
+SCENARIOS ?= default
+
+.PHONY: setup demo sandbox verify down test lint unit molecule bench clean
+
+setup:
+	scripts/setup.sh
+
+sandbox: setup
+	ansible-playbook -i inventories/local playbooks/sandbox.yml
+
+demo: sandbox
+	ansible-playbook -i inventories/local site.yml
+	ansible-playbook -i inventories/local playbooks/verify.yml
+	@scripts/urls.sh
+
+verify:
+	ansible-playbook -i inventories/local playbooks/verify.yml
+
+down:
+	ansible-playbook -i inventories/local playbooks/sandbox.yml -e sandbox_state=absent
+
+test: setup lint unit molecule
+
+lint:
+	yamllint -s .
+	ansible-lint --profile production
+	ruff check .
+	ruff format --check .
+
+unit:
+	pytest -q tests/unit
+
+molecule:
+	set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
+
+bench: setup
+	bench/converge.sh
+
+clean: down
+	rm -rf build

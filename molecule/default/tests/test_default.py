@@ -1,0 +1,140 @@
+"""Behaviour of the converged stack, checked from inside each test host."""
+
+import re
+
+import pytest
+from sandbox import curl_json, curl_text, eventually
+
+UNITS = {
+    "node_exporter": {"user": "node-exp", "protect_home": "read-only"},
+    "prometheus": {"user": "prometheus", "protect_home": "yes"},
+    "alertmanager": {"user": "alertmanager", "protect_home": "yes"},
+}
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_service_running_enabled(host, unit):
+    service = host.service(unit)
+    assert service.is_running
+    assert service.is_enabled
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_service_user_is_a_locked_system_account(host, unit):
+    user = host.user(UNITS[unit]["user"])
+    assert user.exists
+    assert user.uid < 1000
+    assert user.shell == "/usr/sbin/nologin"
+    props = host.check_output(f"systemctl show {unit} -p User --value")
+    assert props == UNITS[unit]["user"]
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_running_unit_is_hardened(host, unit):
+    out = host.check_output(
+        f"systemctl show {unit} -p NoNewPrivileges -p ProtectSystem -p ProtectHome "
+        "-p PrivateTmp -p PrivateDevices -p Restart -p CapabilityBoundingSet -p ReadWritePaths"
+    )
+    props = dict(line.split("=", 1) for line in out.splitlines())
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == UNITS[unit]["protect_home"]
+    assert props["PrivateTmp"] == "yes"
+    assert props["PrivateDevices"] == "yes"
+    assert props["Restart"] == "on-failure"
+    assert props["CapabilityBoundingSet"] == ""
+    if unit != "node_exporter":
+        assert props["ReadWritePaths"] == f"/var/lib/{unit}"
+    # The process itself runs with no_new_privs set, not just the unit file.
+    pid = host.check_output(f"systemctl show {unit} -p MainPID --value")
+    assert host.check_output(f"grep NoNewPrivs /proc/{pid}/status").split()[-1] == "1"
+
+
+@pytest.mark.parametrize(
+    "path,group",
+    [
+        ("/etc/prometheus/prometheus.yml", "prometheus"),
+        ("/etc/prometheus/web.yml", "prometheus"),
+        ("/etc/alertmanager/alertmanager.yml", "alertmanager"),
+        ("/etc/alertmanager/web.yml", "alertmanager"),
+    ],
+)
+def test_secret_bearing_files_are_0640_root_service(host, path, group):
+    f = host.file(path)
+    assert f.exists
+    assert f.user == "root"
+    assert f.group == group
+    assert f.mode == 0o640
+
+
+def test_web_config_stores_only_a_bcrypt_hash(host, secrets):
+    content = host.file("/etc/prometheus/web.yml").content_string
+    assert secrets["vault_prometheus_password"] not in content
+    assert re.search(r"admin: \$2[aby]\$10\$", content)
+
+
+def test_unauthenticated_api_is_refused(host):
+    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/api/v1/targets")
+    assert code == "401"
+
+
+def test_prometheus_and_alertmanager_ready(host, secrets):
+    assert "Ready" in curl_text(host, "http://127.0.0.1:9090/-/ready", "admin", secrets["vault_prometheus_password"])
+    assert "OK" in curl_text(host, "http://127.0.0.1:9093/-/ready", "admin", secrets["vault_alertmanager_password"])
+    assert "node_cpu_seconds_total" in curl_text(host, "http://127.0.0.1:9100/metrics")
+
+
+def test_every_inventory_target_is_up(host, secrets, scenario_hosts):
+    """Real Prometheus scrapes real node_exporter, Prometheus and Alertmanager on every host."""
+    expected = {(job, h) for job in ("node", "prometheus", "alertmanager") for h in scenario_hosts}
+
+    def check():
+        data = curl_json(
+            host,
+            "http://127.0.0.1:9090/api/v1/query?query=up",
+            "admin",
+            secrets["vault_prometheus_password"],
+        )
+        seen = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1] for r in data["data"]["result"]}
+        assert set(seen) == expected, f"targets {sorted(seen)} != expected {sorted(expected)}"
+        down = {k: v for k, v in seen.items() if v != "1"}
+        assert not down, f"targets not up: {down}"
+
+    eventually(check)
+
+
+def test_external_labels_come_from_inventory(host, secrets):
+    data = curl_json(host, "http://127.0.0.1:9090/api/v1/status/config", "admin", secrets["vault_prometheus_password"])
+    assert "cluster: mdl-sandbox" in data["data"]["yaml"]
+    assert "environment: sandbox" in data["data"]["yaml"]
+
+
+def test_prometheus_sends_to_every_alertmanager(host, secrets, scenario_hosts):
+    def check():
+        data = curl_json(
+            host, "http://127.0.0.1:9090/api/v1/alertmanagers", "admin", secrets["vault_prometheus_password"]
+        )
+        urls = sorted(a["url"] for a in data["data"]["activeAlertmanagers"])
+        assert urls == sorted(f"http://{h}:9093/api/v2/alerts" for h in scenario_hosts)
+
+    eventually(check)
+
+
+def test_alertmanager_config_loaded_and_clustered(host, secrets, scenario_hosts):
+    pw = secrets["vault_alertmanager_password"]
+    status = curl_json(host, "http://127.0.0.1:9093/api/v2/status", "admin", pw)
+    assert "receivers:" in status["config"]["original"]
+    metrics = curl_text(host, "http://127.0.0.1:9093/metrics", "admin", pw)
+    assert re.search(r"^alertmanager_config_last_reload_successful 1$", metrics, re.M)
+
+    def peers():
+        st = curl_json(host, "http://127.0.0.1:9093/api/v2/status", "admin", pw)
+        assert st["cluster"]["status"] == "ready"
+        assert len(st["cluster"]["peers"]) == len(scenario_hosts)
+
+    eventually(peers)
+
+
+def test_prometheus_config_reloaded_successfully(host, secrets):
+    metrics = curl_text(host, "http://127.0.0.1:9090/metrics", "admin", secrets["vault_prometheus_password"])
+    assert re.search(r"^prometheus_config_last_reload_successful 1$", metrics, re.M)

@@ -1,0 +1,55 @@
+"""Helpers shared by the molecule verifiers: sandbox secrets and polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[2]
+VAULT_FILE = PROJECT / "inventories/local/group_vars/all/vault.yml"
+VAULT_PASSWORD_FILE = PROJECT / "inventories/local/vault-password.txt"
+
+
+def sandbox_secrets() -> dict:
+    """Decrypt the sandbox vault the same way ansible-playbook does."""
+    from ansible.constants import DEFAULT_VAULT_ID_MATCH
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    password = VAULT_PASSWORD_FILE.read_bytes().strip()
+    vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(password))])
+    return yaml.safe_load(vault.decrypt(VAULT_FILE.read_bytes()))
+
+
+def curl_json(host, url: str, user: str | None = None, password: str | None = None):
+    """GET a URL from inside a test host (services are checked where they run)."""
+    auth = f"-u {user}:{password} " if user else ""
+    out = host.check_output(f"curl -sS --max-time 5 -f {auth}'{url}'")
+    return json.loads(out)
+
+
+def curl_text(host, url: str, user: str | None = None, password: str | None = None) -> str:
+    auth = f"-u {user}:{password} " if user else ""
+    return host.check_output(f"curl -sS --max-time 5 -f {auth}'{url}'")
+
+
+def eventually(check, timeout: float = 90, interval: float = 3):
+    """Retry `check` (which raises AssertionError) until it passes or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
+
+
+def molecule_hosts() -> list[str]:
+    """Names of the scenario's hosts, from the inventory molecule generated."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    data = yaml.safe_load(Path(inventory).read_text())
+    return sorted(data["all"]["hosts"].keys())

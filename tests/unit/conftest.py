@@ -1,0 +1,127 @@
+"""Shared fixtures for the unit tests.
+
+* ``obs`` loads plugins/filter/obs.py by path (it is an Ansible filter plugin
+  file, not an importable package module).
+* ``render_prometheus`` renders roles/prometheus/templates/prometheus.yml.j2
+  through ansible-playbook, so the project's filter plugins and Ansible's own
+  filters are the ones used in production.
+* ``promtool`` is the real promtool binary from build/tools/bin (tests that
+  need it are skipped when it is missing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+OBS_FILTER_PATH = REPO_ROOT / "plugins" / "filter" / "obs.py"
+# The project venv's ansible-playbook; fall back to the one next to the
+# running interpreter (pytest started from another venv with ansible-core).
+ANSIBLE_PLAYBOOK = next(
+    (
+        p
+        for p in (
+            REPO_ROOT / ".venv" / "bin" / "ansible-playbook",
+            Path(sys.executable).parent / "ansible-playbook",
+        )
+        if p.exists()
+    ),
+    REPO_ROOT / ".venv" / "bin" / "ansible-playbook",
+)
+PROMTOOL = REPO_ROOT / "build" / "tools" / "bin" / "promtool"
+RENDER_PLAYBOOK = FIXTURES / "render_prometheus.yml"
+
+
+def _load_module_from_path(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def obs():
+    """The plugins/filter/obs.py module."""
+    return _load_module_from_path("obs_filter_plugin_under_test", OBS_FILTER_PATH)
+
+
+def _ansible_env(tmp_dir: Path) -> dict:
+    # Drop any ANSIBLE_* settings from the caller's environment so the run
+    # only depends on the project's ansible.cfg.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(
+        {
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_dir),
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def render_prometheus(tmp_path_factory):
+    """Return ``render(inventory_name, extra_vars=None) -> Path`` of the rendered file."""
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip(f"ansible-playbook not found at {ANSIBLE_PLAYBOOK}")
+    work = tmp_path_factory.mktemp("render")
+    counter = iter(range(1_000_000))
+
+    def render(inventory: str, extra_vars: dict | None = None) -> Path:
+        dest = work / f"prometheus-{next(counter)}.yml"
+        cmd = [
+            str(ANSIBLE_PLAYBOOK),
+            "-i",
+            str(FIXTURES / inventory),
+            str(RENDER_PLAYBOOK),
+            "-e",
+            json.dumps({"dest": str(dest)}),
+        ]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO_ROOT,
+            env=_ansible_env(work),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        assert dest.is_file(), f"template was not written to {dest}:\n{proc.stdout}"
+        return dest
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    if not (PROMTOOL.is_file() and os.access(PROMTOOL, os.X_OK)):
+        pytest.skip(f"promtool binary not available at {PROMTOOL} (build the tools first)")
+    return PROMTOOL
+
+
+@pytest.fixture(scope="session")
+def promtool_check_config(promtool):
+    """Return ``check(path) -> CompletedProcess`` for `promtool check config`."""
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(promtool), "check", "config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return check

@@ -1,0 +1,347 @@
+"""Unit tests for the monitoring wiring filters in plugins/filter/obs.py."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def filters(obs):
+    return obs.FilterModule().filters()
+
+
+# --------------------------------------------------------------------------
+# FilterModule
+# --------------------------------------------------------------------------
+
+
+def test_filter_module_exposes_every_filter(obs, filters):
+    assert filters == {
+        "release_arch": obs.release_arch,
+        "listen_port": obs.listen_port,
+        "local_url": obs.local_url,
+        "bare_flags": obs.bare_flags,
+        "scrape_targets": obs.scrape_targets,
+        "is_listen_address": obs.is_listen_address,
+    }
+
+
+# --------------------------------------------------------------------------
+# release_arch
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("architecture", "expected"),
+    [
+        ("x86_64", "amd64"),
+        ("aarch64", "arm64"),
+        ("armv7l", "armv7"),
+        ("armv6l", "armv6"),
+        ("i386", "386"),
+        ("i686", "386"),
+        ("ppc64le", "ppc64le"),
+        ("s390x", "s390x"),
+    ],
+)
+def test_release_arch_maps_kernel_arch(filters, architecture, expected):
+    assert filters["release_arch"](architecture) == expected
+
+
+@pytest.mark.parametrize("architecture", ["riscv64", "mips64", ""])
+def test_release_arch_passes_unknown_arch_through(filters, architecture):
+    assert filters["release_arch"](architecture) == architecture
+
+
+# --------------------------------------------------------------------------
+# is_listen_address
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0.0.0.0:9090",
+        ":9100",
+        "[::]:9093",
+        "host.example:80",
+        "127.0.0.1:1",
+        "[::1]:65535",
+        "my_host-1.example.org:8080",
+    ],
+)
+def test_is_listen_address_accepts(filters, value):
+    assert filters["is_listen_address"](value) is True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9090",
+        "host:",
+        "host:99999",
+        "host:65536",
+        "host:0",
+        ":0",
+        None,
+        123,
+        9090.0,
+        ["host:80"],
+        "a b:1",
+        "",
+        "host:80:90",
+        "::1:9090",
+        "[]:80",
+        "http://host:80",
+        "host:80/",
+        " host:80",
+        "host:port",
+    ],
+)
+def test_is_listen_address_rejects(filters, value):
+    assert filters["is_listen_address"](value) is False
+
+
+def test_is_listen_address_rejects_trailing_newline(filters):
+    assert filters["is_listen_address"]("host:80\n") is False
+
+
+# --------------------------------------------------------------------------
+# listen_port
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0.0.0:9090", 9090),
+        (":9100", 9100),
+        ("[::]:9093", 9093),
+        ("host.example:80", 80),
+        ("127.0.0.1:65535", 65535),
+        ("host:08080", 8080),
+    ],
+)
+def test_listen_port(filters, value, expected):
+    port = filters["listen_port"](value)
+    assert port == expected
+    assert type(port) is int
+
+
+@pytest.mark.parametrize("value", ["9090", "host:", "a b:1", "", None, "host:port"])
+def test_listen_port_rejects_non_listen_address(filters, value):
+    with pytest.raises(ValueError, match="not a host:port listen address"):
+        filters["listen_port"](value)
+
+
+def test_listen_port_error_names_the_value(filters):
+    with pytest.raises(ValueError, match=r"'bogus'"):
+        filters["listen_port"]("bogus")
+
+
+@pytest.mark.parametrize("value", ["host:0", "host:99999"])
+def test_listen_port_rejects_out_of_range_port(filters, value):
+    with pytest.raises(ValueError):
+        filters["listen_port"](value)
+
+
+# --------------------------------------------------------------------------
+# local_url
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("0.0.0.0:9090", "http://127.0.0.1:9090/"),
+        (":9100", "http://127.0.0.1:9100/"),
+        ("[::]:9093", "http://127.0.0.1:9093/"),
+        ("10.1.2.3:9090", "http://10.1.2.3:9090/"),
+        ("127.0.0.1:9090", "http://127.0.0.1:9090/"),
+        ("prom.example:9090", "http://prom.example:9090/"),
+        ("[::1]:9090", "http://[::1]:9090/"),
+    ],
+)
+def test_local_url_default_path(filters, listen, expected):
+    assert filters["local_url"](listen) == expected
+
+
+@pytest.mark.parametrize(
+    ("listen", "path", "expected"),
+    [
+        ("0.0.0.0:9090", "/-/ready", "http://127.0.0.1:9090/-/ready"),
+        (":9100", "/metrics", "http://127.0.0.1:9100/metrics"),
+        ("[::]:9093", "/-/healthy", "http://127.0.0.1:9093/-/healthy"),
+        ("10.1.2.3:9093", "/-/ready", "http://10.1.2.3:9093/-/ready"),
+        ("host.example:80", "/a/b?c=d", "http://host.example:80/a/b?c=d"),
+        ("0.0.0.0:9090", "", "http://127.0.0.1:9090"),
+    ],
+)
+def test_local_url_appends_path(filters, listen, path, expected):
+    assert filters["local_url"](listen, path) == expected
+
+
+def test_local_url_scheme(filters):
+    assert filters["local_url"]("0.0.0.0:9090", "/-/ready", "https") == ("https://127.0.0.1:9090/-/ready")
+    assert filters["local_url"]("prom.example:443", scheme="https") == ("https://prom.example:443/")
+
+
+@pytest.mark.parametrize("value", ["9090", "host:", "", None, "a b:1"])
+def test_local_url_rejects_non_listen_address(filters, value):
+    with pytest.raises(ValueError, match="not a host:port listen address"):
+        filters["local_url"](value, "/-/ready")
+
+
+# --------------------------------------------------------------------------
+# bare_flags
+# --------------------------------------------------------------------------
+
+
+def test_bare_flags_with_prefix(filters):
+    assert filters["bare_flags"](["systemd", "processes"], "collector.") == {
+        "collector.systemd": True,
+        "collector.processes": True,
+    }
+
+
+def test_bare_flags_without_prefix(filters):
+    assert filters["bare_flags"](["web.enable-lifecycle"]) == {"web.enable-lifecycle": True}
+
+
+def test_bare_flags_negated_prefix(filters):
+    assert filters["bare_flags"](["mdadm"], "no-collector.") == {"no-collector.mdadm": True}
+
+
+@pytest.mark.parametrize("names", [[], None, ()])
+def test_bare_flags_empty(filters, names):
+    assert filters["bare_flags"](names, "collector.") == {}
+
+
+def test_bare_flags_deduplicates(filters):
+    assert filters["bare_flags"](["systemd", "systemd"], "collector.") == {"collector.systemd": True}
+
+
+# --------------------------------------------------------------------------
+# scrape_targets
+# --------------------------------------------------------------------------
+
+LISTEN_VAR = "node_exporter_listen_address"
+DEFAULT_LISTEN = "0.0.0.0:9100"
+
+
+def _targets(filters, hosts, hostvars, listen_var=LISTEN_VAR, default=DEFAULT_LISTEN):
+    return filters["scrape_targets"](hosts, hostvars, listen_var, default)
+
+
+def test_scrape_targets_address_precedence(filters):
+    hostvars = {
+        "both": {"obs_address": "both.obs.internal", "ansible_host": "10.0.0.1"},
+        "ansible-only": {"ansible_host": "10.0.0.2"},
+        "name-only": {},
+        "obs-only": {"obs_address": "192.0.2.4"},
+    }
+    assert _targets(filters, ["both", "ansible-only", "name-only", "obs-only"], hostvars) == [
+        {"targets": ["both.obs.internal:9100"], "labels": {"instance": "both"}},
+        {"targets": ["10.0.0.2:9100"], "labels": {"instance": "ansible-only"}},
+        {"targets": ["name-only:9100"], "labels": {"instance": "name-only"}},
+        {"targets": ["192.0.2.4:9100"], "labels": {"instance": "obs-only"}},
+    ]
+
+
+def test_scrape_targets_empty_address_vars_fall_through(filters):
+    hostvars = {
+        "a": {"obs_address": "", "ansible_host": "10.0.0.1"},
+        "b": {"obs_address": None, "ansible_host": ""},
+    }
+    assert _targets(filters, ["a", "b"], hostvars) == [
+        {"targets": ["10.0.0.1:9100"], "labels": {"instance": "a"}},
+        {"targets": ["b:9100"], "labels": {"instance": "b"}},
+    ]
+
+
+def test_scrape_targets_per_host_listen_override(filters):
+    hostvars = {
+        "default-port": {"ansible_host": "10.0.0.1"},
+        "custom-port": {"ansible_host": "10.0.0.2", LISTEN_VAR: "0.0.0.0:19100"},
+        "specific-bind": {"ansible_host": "10.0.0.3", LISTEN_VAR: "10.0.0.3:9200"},
+        "v6-bind": {"ansible_host": "10.0.0.4", LISTEN_VAR: "[::]:9300"},
+    }
+    result = _targets(filters, list(hostvars), hostvars)
+    assert [c["targets"] for c in result] == [
+        ["10.0.0.1:9100"],
+        ["10.0.0.2:19100"],
+        ["10.0.0.3:9200"],
+        ["10.0.0.4:9300"],
+    ]
+
+
+def test_scrape_targets_ignores_other_listen_vars(filters):
+    # Only the listen variable passed in counts; another service's is ignored.
+    hostvars = {"h": {"ansible_host": "10.0.0.1", "alertmanager_listen_address": ":19093"}}
+    assert _targets(filters, ["h"], hostvars) == [{"targets": ["10.0.0.1:9100"], "labels": {"instance": "h"}}]
+
+
+def test_scrape_targets_default_port_when_var_missing_or_empty(filters):
+    hostvars = {"missing": {}, "empty": {LISTEN_VAR: ""}, "none": {LISTEN_VAR: None}}
+    result = _targets(filters, ["missing", "empty", "none"], hostvars, default="0.0.0.0:3000")
+    assert result == [
+        {"targets": ["missing:3000"], "labels": {"instance": "missing"}},
+        {"targets": ["empty:3000"], "labels": {"instance": "empty"}},
+        {"targets": ["none:3000"], "labels": {"instance": "none"}},
+    ]
+
+
+def test_scrape_targets_host_absent_from_hostvars(filters):
+    assert _targets(filters, ["ghost"], {}) == [{"targets": ["ghost:9100"], "labels": {"instance": "ghost"}}]
+
+
+def test_scrape_targets_one_static_config_per_host_in_order(filters):
+    hosts = ["c", "a", "b"]
+    hostvars = {name: {"ansible_host": f"{name}.example"} for name in hosts}
+    result = _targets(filters, hosts, hostvars)
+    assert len(result) == 3
+    assert [c["labels"] for c in result] == [
+        {"instance": "c"},
+        {"instance": "a"},
+        {"instance": "b"},
+    ]
+    assert all(len(c["targets"]) == 1 for c in result)
+    assert all(set(c) == {"targets", "labels"} for c in result)
+
+
+@pytest.mark.parametrize("hosts", [[], None])
+def test_scrape_targets_no_hosts(filters, hosts):
+    assert _targets(filters, hosts, {"a": {}}) == []
+
+
+def test_scrape_targets_hostvars_without_get(filters):
+    """A mapping-like object with only __getitem__ (e.g. a custom hostvars)."""
+
+    class GetItemOnly:
+        def __init__(self, data):
+            self._data = data
+
+        def __getitem__(self, key):
+            return self._data[key]
+
+    hostvars = GetItemOnly({"h": {"ansible_host": "10.9.9.9", LISTEN_VAR: ":9999"}})
+    assert _targets(filters, ["h"], hostvars) == [{"targets": ["10.9.9.9:9999"], "labels": {"instance": "h"}}]
+
+
+def test_scrape_targets_invalid_listen_raises(filters):
+    with pytest.raises(ValueError, match="not a host:port listen address: '9100'"):
+        _targets(filters, ["h"], {"h": {LISTEN_VAR: "9100"}})
+
+
+def test_scrape_targets_does_not_mutate_inputs(filters):
+    hosts = ["h1", "h2"]
+    hostvars = {"h1": {"ansible_host": "10.0.0.1"}, "h2": {LISTEN_VAR: ":1"}}
+    snapshot = ({k: dict(v) for k, v in hostvars.items()}, list(hosts))
+    _targets(filters, hosts, hostvars)
+    assert (hostvars, hosts) == snapshot
+
+
+def test_scrape_targets_brackets_ipv6_address(filters):
+    assert _targets(filters, ["v6"], {"v6": {"ansible_host": "2001:db8::1"}}) == [
+        {"targets": ["[2001:db8::1]:9100"], "labels": {"instance": "v6"}}
+    ]
