@@ -32,6 +32,8 @@ build_one() {
   echo "obs-sandbox" >"$root/etc/hostname"
   : >"$root/etc/machine-id"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # Empty package lists must look stale, or apt's cache_valid_time trusts them.
+  touch -d @0 "$root"/var/lib/apt/lists "$root"/var/cache/apt
   tar -C "$root" -c . | docker import \
     --change 'CMD ["/sbin/init"]' \
     --change 'ENV container=docker' \

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import yaml
+from ansible.constants import DEFAULT_VAULT_ID_MATCH
+from ansible.parsing.vault import VaultLib, VaultSecret
 
 PROJECT = Path(__file__).resolve().parents[2]
 VAULT_FILE = PROJECT / "inventories/local/group_vars/all/vault.yml"
@@ -16,9 +18,6 @@ VAULT_PASSWORD_FILE = PROJECT / "inventories/local/vault-password.txt"
 
 def sandbox_secrets() -> dict:
     """Decrypt the sandbox vault the same way ansible-playbook does."""
-    from ansible.constants import DEFAULT_VAULT_ID_MATCH
-    from ansible.parsing.vault import VaultLib, VaultSecret
-
     password = VAULT_PASSWORD_FILE.read_bytes().strip()
     vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(password))])
     return yaml.safe_load(vault.decrypt(VAULT_FILE.read_bytes()))

@@ -264,3 +264,30 @@ def test_invalid_extra_scrape_config_fails_promtool(broken_extra_path, promtool_
     assert proc.returncode != 0, output
     assert "FAILED" in output
     assert 'not a valid duration string: "notaduration"' in output
+
+
+# --------------------------------------------------------------------------
+# The shipped example inventories render a configuration promtool accepts.
+# --------------------------------------------------------------------------
+
+EXAMPLE_SECRETS = {"vault_prometheus_password": "example-pw", "vault_alertmanager_password": "example-pw"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "monitored", "alertmanagers"),
+    [("staging", 3, 1), ("production", 7, 3)],
+)
+def test_example_inventory_renders_valid_config(
+    render_prometheus, promtool_check_config, environment, monitored, alertmanagers
+):
+    path = render_prometheus(f"../../../inventories/{environment}", EXAMPLE_SECRETS)
+    config = yaml.safe_load(path.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert config["global"]["external_labels"]["cluster"] == f"mdl-{environment}"
+    node_targets = [t for sc in jobs["node"]["static_configs"] for t in sc["targets"]]
+    assert len(node_targets) == monitored
+    assert all(t.startswith("10.") and t.endswith(":9100") for t in node_targets)
+    assert len(config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]) == alertmanagers
+    assert jobs["mdl-api"]["metrics_path"] == "/metrics"
+    result = promtool_check_config(path)
+    assert result.returncode == 0, result.stdout + result.stderr

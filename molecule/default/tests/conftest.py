@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "lib"))
 
-import sandbox  # noqa: E402
+import sandbox
 
 
 @pytest.fixture(scope="session")
