@@ -125,3 +125,33 @@ def promtool_check_config(promtool):
         )
 
     return check
+
+
+RENDER_RULES_PLAYBOOK = FIXTURES / "render_rules.yml"
+
+
+@pytest.fixture(scope="session")
+def render_rules(tmp_path_factory):
+    """Return ``render(extra_vars=None) -> Path``: a directory holding the built-in
+    rule files (<name>.rules.yml) rendered from the prometheus role's templates."""
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip(f"ansible-playbook not found at {ANSIBLE_PLAYBOOK}")
+    counter = iter(range(1_000_000))
+
+    def render(extra_vars: dict | None = None) -> Path:
+        dest = tmp_path_factory.mktemp(f"rules-{next(counter)}")
+        cmd = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(RENDER_RULES_PLAYBOOK)]
+        cmd += ["-e", json.dumps({"dest": str(dest), **(extra_vars or {})})]
+        proc = subprocess.run(
+            cmd, cwd=REPO_ROOT, env=_ansible_env(dest), capture_output=True, text=True, timeout=120, check=False
+        )
+        assert proc.returncode == 0, f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        return dest
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def default_rules(render_rules) -> Path:
+    """The built-in rule files rendered with the role defaults."""
+    return render_rules()
