@@ -2,13 +2,20 @@
 # Print where each sandbox service answers on this machine (ports published on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$PWD/inventories/local/vault-password.txt}
 .venv/bin/ansible-inventory -i inventories/local --list | .venv/bin/python -c '
 import json, sys
-names = {"9090": "Prometheus", "9093": "Alertmanager", "9100": "node_exporter"}
+# Debian-built binaries in the sandbox have no web UI; the HTTP APIs answer.
+names = {
+    "9090": ("Prometheus", "api/v1/targets"),
+    "9093": ("Alertmanager", "api/v2/status"),
+    "9100": ("node_exporter", "metrics"),
+}
 inv = json.load(sys.stdin)
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml):")
 for host, hv in sorted(inv["_meta"]["hostvars"].items()):
     for spec in hv.get("sandbox_published_ports", []):
         ip, port, cport = spec.split(":")
-        print(f"  {host:<12} {names.get(cport, cport):<14} http://{ip}:{port}/")
+        name, path = names.get(cport, (cport, ""))
+        print(f"  {host:<12} {name:<14} http://{ip}:{port}/{path}")
 '

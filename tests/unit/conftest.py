@@ -155,3 +155,9 @@ def render_rules(tmp_path_factory):
 def default_rules(render_rules) -> Path:
     """The built-in rule files rendered with the role defaults."""
     return render_rules()
+
+
+@pytest.fixture(scope="session")
+def alerting():
+    """plugins/filter/alerting.py loaded as a module."""
+    return _load_module_from_path("alerting_filters", REPO_ROOT / "plugins/filter/alerting.py")

@@ -11,11 +11,18 @@ import yaml
 ROLES = sorted(p.parent.parent for p in Path(__file__).resolve().parents[2].glob("roles/*/defaults/main.yml"))
 # Inventory-wide variables a role requires but does not default.
 GLOBALS = {"obs_cluster", "obs_environment"}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads Ansible's !unsafe strings as plain strings."""
+
+
+_Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
 TYPES = {"str", "int", "bool", "dict", "list", "path", "float", "raw"}
 
 
 def _defaults(role: Path) -> dict:
-    return yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
+    return yaml.load((role / "defaults/main.yml").read_text(), Loader=_Loader) or {}
 
 
 def _options(role: Path) -> dict:

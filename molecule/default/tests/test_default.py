@@ -138,3 +138,48 @@ def test_alertmanager_config_loaded_and_clustered(host, secrets, scenario_hosts)
 def test_prometheus_config_reloaded_successfully(host, secrets):
     metrics = curl_text(host, "http://127.0.0.1:9090/metrics", "admin", secrets["vault_prometheus_password"])
     assert re.search(r"^prometheus_config_last_reload_successful 1$", metrics, re.M)
+
+
+EXPECTED_GROUPS = {"mdl-api.recording", "mdl-api.alerts", "stack.alerts"}
+
+
+def test_every_rule_group_loaded_without_evaluation_errors(host, secrets):
+    """The built-in rules are loaded in the real Prometheus and evaluate cleanly."""
+
+    def check():
+        data = curl_json(host, "http://127.0.0.1:9090/api/v1/rules", "admin", secrets["vault_prometheus_password"])
+        groups = {g["name"]: g for g in data["data"]["groups"]}
+        assert EXPECTED_GROUPS <= set(groups), f"groups loaded: {sorted(groups)}"
+        rules = [r for g in groups.values() for r in g["rules"]]
+        bad = {r["name"]: (r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"}
+        assert not bad, f"rules not healthy: {bad}"
+        assert len([r for r in rules if r["type"] == "alerting"]) == 20
+        assert len([r for r in rules if r["type"] == "recording"]) == 10
+
+    eventually(check, timeout=120)
+
+
+def test_rule_evaluation_failures_counter_is_zero(host, secrets):
+    metrics = curl_text(host, "http://127.0.0.1:9090/metrics", "admin", secrets["vault_prometheus_password"])
+    failures = re.findall(r"^prometheus_rule_evaluation_failures_total\{[^}]*\} (\S+)$", metrics, re.M)
+    assert failures, "no rule evaluation counters: are the rule groups loaded?"
+    assert {float(v) for v in failures} == {0.0}
+
+
+def test_watchdog_fires_and_is_routed_to_its_own_receiver(host, secrets):
+    pw = secrets["vault_alertmanager_password"]
+
+    def check():
+        alerts = curl_json(host, "http://127.0.0.1:9093/api/v2/alerts?filter=alertname%3D%22Watchdog%22", "admin", pw)
+        assert alerts, "Watchdog is not active in Alertmanager"
+        assert {r["name"] for a in alerts for r in a["receivers"]} == {"watchdog"}
+
+    eventually(check, timeout=120)
+
+
+def test_tested_candidate_is_what_runs(host):
+    candidate = host.file("/etc/alertmanager/alertmanager.yml.candidate")
+    live = host.file("/etc/alertmanager/alertmanager.yml")
+    assert candidate.mode == 0o640
+    assert candidate.group == "alertmanager"
+    assert candidate.sha256sum == live.sha256sum

@@ -1,0 +1,623 @@
+"""The built-in Prometheus rules, tested with the real promtool.
+
+tests/rules/<name>.test.yml are `promtool test rules` files for the rule files
+the prometheus role renders from roles/prometheus/templates/rules/. This module
+
+* validates the rendered files (`promtool check rules`) and runs the unit tests
+  next to them (`promtool test rules`);
+* enforces coverage: every alert has a case where it fires and one where it
+  must not fire;
+* checks that the non-firing cases have teeth: each mutant below (operator
+  flipped at the threshold, shorter `for:`, selector or aggregation dropped)
+  must make its designated non-firing case fail;
+* checks the label/annotation conventions and the per-alert overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RULE_TESTS_DIR = REPO_ROOT / "tests" / "rules"
+ROLE_DEFAULTS = REPO_ROOT / "roles" / "prometheus" / "defaults" / "main.yml"
+# Rendered rule file -> its promtool unit test file in RULE_TESTS_DIR.
+RULE_TEST_FILES = {"mdl_api.rules.yml": "mdl_api.test.yml", "stack.rules.yml": "stack.test.yml"}
+# `promtool test rules` failure: "name: <group>,\n alertname: <alert>, time: <t>, \n exp:[], ..."
+FAILURE_RE = re.compile(
+    r"^\s*name: (?P<group>.*),\n\s*alertname: (?P<alert>\S+), time: (?P<time>\S+), ?\n\s*exp:(?P<exp>\S*)",
+    re.MULTILINE,
+)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _defaults() -> dict:
+    return yaml.safe_load(ROLE_DEFAULTS.read_text())
+
+
+def load_rule_files(directory: Path) -> dict[str, dict]:
+    """{file name: parsed rule file} for the rendered *.rules.yml in directory."""
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.rules.yml"))}
+
+
+def load_test_files(directory: Path = RULE_TESTS_DIR) -> dict[str, dict]:
+    """{file name: parsed promtool test file}."""
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.test.yml"))}
+
+
+def iter_alerts(rule_docs: dict[str, dict]) -> Iterator[tuple[str, dict]]:
+    """(rule file, alerting rule) for every alerting rule."""
+    for file_name, doc in rule_docs.items():
+        for group in doc.get("groups") or []:
+            for rule in group.get("rules") or []:
+                if "alert" in rule:
+                    yield file_name, rule
+
+
+def is_always_firing(rule: dict) -> bool:
+    """A heartbeat (Watchdog): `vector(1)` fires from the first evaluation on, so
+    no case where it does not fire can exist."""
+    return re.fullmatch(r"vector\(\s*1\s*\)", str(rule.get("expr", "")).strip()) is not None
+
+
+def coverage_gaps(rule_docs: dict[str, dict], test_docs: dict[str, dict]) -> dict[str, list[str]]:
+    """What the promtool tests in test_docs leave untested of the alerts in rule_docs.
+
+    An alert counts as tested by a test file only if that file loads the alert's
+    rule file. Returns sorted lists of alert names:
+    * ``no_firing_case``: no alert_rule_test with a non-empty exp_alerts;
+    * ``no_silent_case``: no alert_rule_test with ``exp_alerts: []`` (or none),
+      except always-firing alerts;
+    and ``unknown`` ("<test file>: <alertname>"): alert_rule_tests for a name that
+    is no alert of the loaded rule files. promtool accepts those, and an
+    ``exp_alerts: []`` for a misspelled name passes whatever the rules do.
+    """
+    alerts = {(file_name, rule["alert"]): rule for file_name, rule in iter_alerts(rule_docs)}
+    firing: set[tuple[str, str]] = set()
+    silent: set[tuple[str, str]] = set()
+    unknown: set[str] = set()
+    for test_file, doc in test_docs.items():
+        loaded = set(doc.get("rule_files") or [])
+        for group in doc.get("tests") or []:
+            for case in group.get("alert_rule_test") or []:
+                keys = {(file_name, case.get("alertname")) for file_name in loaded} & alerts.keys()
+                if not keys:
+                    unknown.add(f"{test_file}: {case.get('alertname')}")
+                (firing if case.get("exp_alerts") else silent).update(keys)
+    return {
+        "no_firing_case": sorted({key[1] for key in alerts if key not in firing}),
+        "no_silent_case": sorted(
+            {key[1] for key, rule in alerts.items() if key not in silent and not is_always_firing(rule)}
+        ),
+        "unknown": sorted(unknown),
+    }
+
+
+def _promtool(promtool: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(promtool), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _output(proc: subprocess.CompletedProcess) -> str:
+    return f"promtool exited with {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def silent_case_failures(proc: subprocess.CompletedProcess) -> set[tuple[str, str]]:
+    """(test group, alertname) of the failed cases that expected no alert."""
+    text = proc.stdout + "\n" + proc.stderr
+    return {(m["group"], m["alert"]) for m in FAILURE_RE.finditer(text) if m["exp"].startswith("[]")}
+
+
+def _with_tests(rules_dir: Path) -> Path:
+    """Copy the promtool test files next to the rendered rule files."""
+    for test_file in RULE_TEST_FILES.values():
+        shutil.copy(RULE_TESTS_DIR / test_file, rules_dir / test_file)
+    return rules_dir
+
+
+@pytest.fixture(scope="module")
+def rules_dir(default_rules) -> Path:
+    """The rule files rendered with the role defaults, with the test files next to them."""
+    return _with_tests(default_rules)
+
+
+@pytest.fixture(scope="module")
+def rule_docs(default_rules) -> dict[str, dict]:
+    return load_rule_files(default_rules)
+
+
+# --------------------------------------------------------------------------
+# promtool check rules / test rules
+# --------------------------------------------------------------------------
+
+
+def test_rendered_rule_files_are_the_tested_ones(rule_docs):
+    assert set(rule_docs) == set(RULE_TEST_FILES)
+    for rule_file, test_file in RULE_TEST_FILES.items():
+        assert load_test_files()[test_file]["rule_files"] == [rule_file]
+
+
+def test_promtool_check_rules(promtool, rules_dir):
+    proc = _promtool(promtool, "check", "rules", *sorted(RULE_TEST_FILES), cwd=rules_dir)
+    assert proc.returncode == 0, _output(proc)
+
+
+@pytest.mark.parametrize("test_file", sorted(RULE_TEST_FILES.values()))
+def test_promtool_test_rules(promtool, rules_dir, test_file):
+    proc = _promtool(promtool, "test", "rules", test_file, cwd=rules_dir)
+    assert proc.returncode == 0, _output(proc)
+    assert "SUCCESS" in proc.stdout, _output(proc)
+
+
+# --------------------------------------------------------------------------
+# Coverage
+# --------------------------------------------------------------------------
+
+
+def test_every_alert_fires_and_stays_silent_in_some_test(rule_docs):
+    alert_names = {rule["alert"] for _, rule in iter_alerts(rule_docs)}
+    defaults = _defaults()
+    # The parser really sees the alerts (an empty set would make the check pass).
+    assert alert_names >= set(defaults["prometheus_mdl_alerts"]) | set(defaults["prometheus_stack_alerts"])
+    gaps = coverage_gaps(rule_docs, load_test_files())
+    assert gaps == {"no_firing_case": [], "no_silent_case": [], "unknown": []}, (
+        f"untested alerts (add cases to tests/rules/*.test.yml): {gaps}"
+    )
+
+
+def test_coverage_check_reports_an_untested_alert(rule_docs):
+    docs = copy.deepcopy(rule_docs)
+    docs["mdl_api.rules.yml"]["groups"][-1]["rules"].append(
+        {"alert": "UntestedAlert", "expr": "up == 0", "labels": {"severity": "warning"}}
+    )
+    gaps = coverage_gaps(docs, load_test_files())
+    assert gaps == {"no_firing_case": ["UntestedAlert"], "no_silent_case": ["UntestedAlert"], "unknown": []}
+
+
+def test_coverage_check_reports_a_missing_silent_case_and_unknown_names(rule_docs):
+    tests = copy.deepcopy(load_test_files())
+    for group in tests["mdl_api.test.yml"]["tests"]:
+        group["alert_rule_test"] = [
+            case
+            for case in group.get("alert_rule_test") or []
+            if case["alertname"] != "HighMemoryUsage" or case.get("exp_alerts")
+        ]
+    # A misspelled name, and an alert of the other rule file.
+    tests["mdl_api.test.yml"]["tests"][0]["alert_rule_test"] += [
+        {"eval_time": "1m", "alertname": "HighMemoryUsag", "exp_alerts": []},
+        {"eval_time": "1m", "alertname": "TargetDown", "exp_alerts": []},
+    ]
+    gaps = coverage_gaps(rule_docs, tests)
+    assert gaps == {
+        "no_firing_case": [],
+        "no_silent_case": ["HighMemoryUsage"],
+        "unknown": ["mdl_api.test.yml: HighMemoryUsag", "mdl_api.test.yml: TargetDown"],
+    }
+
+
+def test_only_constant_alerts_are_exempt_from_a_silent_case(rule_docs):
+    exempt = {rule["alert"] for _, rule in iter_alerts(rule_docs) if is_always_firing(rule)}
+    assert exempt == {"Watchdog"}
+
+
+# --------------------------------------------------------------------------
+# The non-firing cases detect broken rules
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """Replace (every) `old` by `new` in `field` of the rule named `rule` (alert
+    or record); the non-firing case(s) of `alert` in test group `kills` must fail."""
+
+    rule: str
+    field: str
+    old: str
+    new: str
+    kills: str
+    alert: str = ""
+
+    @property
+    def alertname(self) -> str:
+        return self.alert or self.rule
+
+    def __str__(self) -> str:
+        return f"{self.rule}.{self.field}: {self.old!r} -> {self.new!r}"
+
+
+MUTANTS = [
+    # --- mdl_api.rules.yml
+    Mutant(
+        "HighErrorRate", "expr", "> 0.05", ">= 0.05", "HighErrorRate: exactly 5% 5xx does not fire (the operator is >)"
+    ),
+    Mutant(
+        "HighErrorRate",
+        "expr",
+        ">= 0.1",
+        ">= 0.05",
+        "HighErrorRate: 60% 5xx below the minimum request rate (0.083 req/s) does not fire",
+    ),
+    Mutant(
+        "HighErrorRate",
+        "for",
+        "5m",
+        "4m",
+        "HighErrorRate: 25% 5xx fires after 5m, 4xx count as requests but not as errors",
+    ),
+    Mutant(
+        "SlowResponseTime", "expr", "> 1", ">= 1", "SlowResponseTime: P95 exactly 1s does not fire (the operator is >)"
+    ),
+    # The plan's per-series quantile instead of one over the summed buckets.
+    Mutant(
+        "job:http_request_duration_seconds:p95_5m",
+        "expr",
+        "sum by (job, le)",
+        "sum by (job, path, le)",
+        "SlowResponseTime: a slow path with 5% of the traffic does not fire (summed P95 is 0.1s)",
+        alert="SlowResponseTime",
+    ),
+    Mutant(
+        "SlowResponseTime",
+        "for",
+        "10m",
+        "9m",
+        "SlowResponseTime: P95 of a fast and a slow path summed is 1.875s and fires after 10m",
+    ),
+    Mutant(
+        "DatabasePoolExhausted",
+        "expr",
+        ">= 0.9",
+        ">= 0.85",
+        "DatabasePoolExhausted: 17/20 on the fallback pool size does not fire",
+    ),
+    Mutant(
+        "DatabasePoolExhausted",
+        "expr",
+        ">= 0.9",
+        ">= 0.88",
+        "DatabasePoolExhausted: 44/50 just below the threshold does not fire",
+    ),
+    # The plan's hard-coded pool size of 20, ignoring db_connections_max.
+    Mutant(
+        "DatabasePoolExhausted",
+        "expr",
+        'db_connections_active{job="mdl-api"} / on (job, instance) db_connections_max{job="mdl-api"}',
+        'db_connections_active{job="mdl-api"} / 20',
+        "DatabasePoolExhausted: 18 active with db_connections_max=50 does not fire (not 18/20)",
+    ),
+    Mutant(
+        "DatabasePoolExhausted",
+        "for",
+        "5m",
+        "4m",
+        "DatabasePoolExhausted: 45/50 (db_connections_max) and 18/20 (fallback pool size) fire after 5m",
+    ),
+    Mutant(
+        "LowCacheHitRate",
+        "expr",
+        "< 0.5",
+        "<= 0.5",
+        "LowCacheHitRate: exactly 50% hits does not fire (the operator is <)",
+    ),
+    Mutant(
+        "LowCacheHitRate",
+        "expr",
+        ">= 0.1",
+        ">= 0.01",
+        "LowCacheHitRate: 0% hits below the minimum lookup rate (0.05/s) does not fire",
+    ),
+    Mutant("LowCacheHitRate", "for", "15m", "14m", "LowCacheHitRate: 25% hits summed over instances fires after 15m"),
+    # The plan's bug: every job's RSS, Prometheus' own included.
+    Mutant(
+        "HighMemoryUsage",
+        "expr",
+        '{job="mdl-api"}',
+        "",
+        "HighMemoryUsage: 2 GiB on another job (prometheus) does not fire",
+    ),
+    Mutant(
+        "HighMemoryUsage",
+        "expr",
+        "> 1073741824",
+        ">= 1073741824",
+        "HighMemoryUsage: exactly 1 GiB does not fire (the operator is >)",
+    ),
+    Mutant("HighMemoryUsage", "for", "10m", "9m", "HighMemoryUsage: 1.5 GiB on mdl-api fires after 10m"),
+    Mutant("ServiceDown", "for", "1m", "30s", "ServiceDown: a single failed scrape (down for 30s of 1m) does not fire"),
+    Mutant(
+        "ServiceDown",
+        "expr",
+        '{job="mdl-api"}',
+        "",
+        "ServiceDown: another job's target down does not fire (TargetDown covers it)",
+    ),
+    Mutant(
+        "SlowDatabaseQueries",
+        "expr",
+        "> 0.1",
+        ">= 0.1",
+        "SlowDatabaseQueries: P95 exactly 0.1s does not fire (the operator is >)",
+    ),
+    Mutant(
+        "job:db_query_duration_seconds:p95_5m",
+        "expr",
+        "sum by (job, le)",
+        "sum by (job, operation, le)",
+        "SlowDatabaseQueries: slow inserts with 5% of the queries do not fire (summed P95 is 5ms)",
+        alert="SlowDatabaseQueries",
+    ),
+    Mutant(
+        "SlowDatabaseQueries",
+        "for",
+        "10m",
+        "9m",
+        "SlowDatabaseQueries: P95 of fast selects and slow inserts summed fires after 10m",
+    ),
+    Mutant(
+        "HighAuthFailureRate",
+        "expr",
+        "> 10",
+        ">= 10",
+        "HighAuthFailureRate: exactly 10/s does not fire (the operator is >)",
+    ),
+    Mutant(
+        "HighAuthFailureRate",
+        "expr",
+        ',path="/api/v1/auth/login"',
+        "",
+        "HighAuthFailureRate: 401s on other paths and non-401s on the login path do not fire",
+    ),
+    Mutant(
+        "HighAuthFailureRate",
+        "expr",
+        'status_code="401"',
+        'status_code=~"4.."',
+        "HighAuthFailureRate: 401s on other paths and non-401s on the login path do not fire",
+    ),
+    Mutant("HighAuthFailureRate", "for", "5m", "4m", "HighAuthFailureRate: 6/s on each of two instances (12/s) fires"),
+    # --- stack.rules.yml
+    Mutant("TargetDown", "for", "1m", "30s", "TargetDown: a single failed scrape (down for 45s of 1m) does not fire"),
+    Mutant(
+        "PrometheusRuleEvaluationFailures",
+        "for",
+        "5m",
+        "4m",
+        "PrometheusRuleEvaluationFailures: one failure that stays in the 5m window for 4m does not fire",
+    ),
+    Mutant(
+        "PrometheusRuleEvaluationFailures",
+        "expr",
+        "> 0",
+        ">= 0",
+        "PrometheusRuleEvaluationFailures: old failures without new ones do not fire",
+    ),
+    Mutant(
+        "PrometheusNotificationQueueRunningFull",
+        "expr",
+        "> 0.9",
+        ">= 0.9",
+        "PrometheusNotificationQueueRunningFull: exactly 90% full does not fire (the operator is >)",
+    ),
+    Mutant(
+        "PrometheusErrorSendingAlerts",
+        "expr",
+        "> 0.01",
+        ">= 0.01",
+        "PrometheusErrorSendingAlerts: exactly 1% send errors does not fire (the operator is >)",
+    ),
+    Mutant(
+        "PrometheusErrorSendingAlerts",
+        "expr",
+        "[5m]) > 0",
+        "[5m]) >= 0",
+        "PrometheusErrorSendingAlerts: nothing sent (0/0) and no drops does not fire",
+    ),
+    Mutant(
+        "PrometheusNotConnectedToAlertmanagers",
+        "expr",
+        "< 1",
+        "< 2",
+        "PrometheusNotConnectedToAlertmanagers: one Alertmanager discovered does not fire",
+    ),
+    Mutant(
+        "PrometheusNotConnectedToAlertmanagers",
+        "for",
+        "5m",
+        "3m",
+        "PrometheusNotConnectedToAlertmanagers: losing the Alertmanagers for 4m does not fire",
+    ),
+    Mutant(
+        "PrometheusConfigReloadFailed",
+        "expr",
+        "== 0",
+        "== 1",
+        "PrometheusConfigReloadFailed: a successful reload does not fire",
+    ),
+    Mutant(
+        "PrometheusConfigReloadFailed",
+        "for",
+        "5m",
+        "3m",
+        "PrometheusConfigReloadFailed: a failed reload fixed within 4m does not fire",
+    ),
+    Mutant(
+        "AlertmanagerConfigReloadFailed",
+        "for",
+        "5m",
+        "3m",
+        "AlertmanagerConfigReloadFailed: a failed reload fixed within 4m does not fire",
+    ),
+    Mutant(
+        "AlertmanagerFailedToSendNotifications",
+        "expr",
+        "> 0.01",
+        ">= 0.01",
+        "AlertmanagerFailedToSendNotifications: exactly 1% failed does not fire (the operator is >)",
+    ),
+    Mutant(
+        "NodeFilesystemAlmostFull",
+        "expr",
+        "< 0.1",
+        "<= 0.1",
+        "NodeFilesystemAlmostFull: exactly 10% free does not fire (the operator is <)",
+    ),
+    Mutant(
+        "NodeFilesystemAlmostFull",
+        "expr",
+        '{fstype!~"tmpfs|',
+        '{fstype!~"',
+        "NodeFilesystemAlmostFull: a full tmpfs does not fire (ignored filesystem type)",
+    ),
+    Mutant(
+        "NodeFilesystemAlmostFull",
+        "expr",
+        "and node_filesystem_readonly == 0",
+        "",
+        "NodeFilesystemAlmostFull: a full read-only filesystem does not fire",
+    ),
+    Mutant("NodeFilesystemAlmostFull", "for", "15m", "14m", "NodeFilesystemAlmostFull: 5% free on / fires after 15m"),
+    Mutant(
+        "NodeMemoryPressure",
+        "expr",
+        "< 0.1",
+        "<= 0.1",
+        "NodeMemoryPressure: exactly 10% available does not fire (the operator is <)",
+    ),
+    Mutant("NodeMemoryPressure", "for", "10m", "9m", "NodeMemoryPressure: 5% available fires after 10m"),
+    Mutant(
+        "NodeClockSkew",
+        "expr",
+        "> 0.05",
+        ">= 0.05",
+        "NodeClockSkew: offsets of exactly +-50ms on synchronised clocks do not fire (the operator is >)",
+    ),
+    Mutant(
+        "NodeClockSkew",
+        "for",
+        "10m",
+        "9m",
+        "NodeClockSkew: an offset of -80ms and an unsynchronised clock fire after 10m",
+    ),
+]
+
+
+def mutate(rule_docs: dict[str, dict], mutant: Mutant) -> tuple[str, dict]:
+    """(rule file, its parsed content with the mutant applied)."""
+    found = [
+        (file_name, doc, g_idx, r_idx)
+        for file_name, doc in rule_docs.items()
+        for g_idx, group in enumerate(doc["groups"])
+        for r_idx, rule in enumerate(group["rules"])
+        if mutant.rule in (rule.get("alert"), rule.get("record"))
+    ]
+    assert len(found) == 1, f"rule {mutant.rule} found {len(found)} times"
+    file_name, doc, g_idx, r_idx = found[0]
+    doc = copy.deepcopy(doc)
+    rule = doc["groups"][g_idx]["rules"][r_idx]
+    value = str(rule[mutant.field])
+    assert mutant.old in value, f"{mutant.old!r} is not in {mutant.rule}.{mutant.field}: {value!r}"
+    rule[mutant.field] = value.replace(mutant.old, mutant.new)
+    return file_name, doc
+
+
+def test_every_alert_with_a_silent_case_has_a_mutant(rule_docs):
+    alerts = {rule["alert"] for _, rule in iter_alerts(rule_docs) if not is_always_firing(rule)}
+    assert alerts - {m.alertname for m in MUTANTS} == set()
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=str)
+def test_silent_case_detects_mutant(mutant, rule_docs, promtool, tmp_path):
+    file_name, mutated = mutate(rule_docs, mutant)
+    test_file = RULE_TEST_FILES[file_name]
+    groups = {g["name"]: g for g in load_test_files()[test_file]["tests"]}
+    assert mutant.kills in groups, f"no test group {mutant.kills!r} in {test_file}"
+    assert any(
+        case["alertname"] == mutant.alertname and not case.get("exp_alerts")
+        for case in groups[mutant.kills]["alert_rule_test"]
+    ), f"{mutant.kills!r} has no exp_alerts: [] case for {mutant.alertname}"
+
+    (tmp_path / file_name).write_text(yaml.safe_dump(mutated, sort_keys=False))
+    shutil.copy(RULE_TESTS_DIR / test_file, tmp_path / test_file)
+    proc = _promtool(promtool, "test", "rules", "--run", f"^{re.escape(mutant.kills)}$", test_file, cwd=tmp_path)
+    assert proc.returncode != 0, f"mutant survived: {mutant}\n{_output(proc)}"
+    assert (mutant.kills, mutant.alertname) in silent_case_failures(proc), _output(proc)
+
+
+# --------------------------------------------------------------------------
+# Conventions and overrides
+# --------------------------------------------------------------------------
+
+
+def test_alerts_have_severity_component_and_annotations(rule_docs):
+    defaults = _defaults()
+    configured = {**defaults["prometheus_mdl_alerts"], **defaults["prometheus_stack_alerts"]}
+    problems = []
+    for file_name, rule in iter_alerts(rule_docs):
+        name, labels, annotations = rule["alert"], rule.get("labels") or {}, rule.get("annotations") or {}
+        where = f"{file_name}: {name}"
+        if labels.get("severity") not in defaults["prometheus_alert_severities"]:
+            problems.append(f"{where}: severity {labels.get('severity')!r} not in prometheus_alert_severities")
+        if not labels.get("component"):
+            problems.append(f"{where}: no component label")
+        if name in configured:
+            for key in ("severity", "component"):
+                if labels.get(key) != configured[name][key]:
+                    problems.append(f"{where}: {key} {labels.get(key)!r}, configured {configured[name][key]!r}")
+        for key in ("summary", "description", "runbook_url"):
+            if not str(annotations.get(key) or "").strip():
+                problems.append(f"{where}: no {key} annotation")
+        runbook = str(annotations.get("runbook_url") or "")
+        if runbook != f"{defaults['prometheus_runbook_base_url']}/{name}.md":
+            problems.append(f"{where}: runbook_url {runbook!r} does not end in /{name}.md under the runbook base URL")
+    assert not problems, "\n".join(problems)
+
+
+SLOW_RESPONSE_OVERRIDE = {"prometheus_mdl_alert_overrides": {"SlowResponseTime": {"threshold": 0.5}}}
+
+
+@pytest.fixture(scope="module")
+def overridden_rules(render_rules) -> Path:
+    return _with_tests(render_rules(SLOW_RESPONSE_OVERRIDE))
+
+
+def _rule(docs: dict[str, dict], name: str) -> dict:
+    return next(rule for _, rule in iter_alerts(docs) if rule["alert"] == name)
+
+
+def test_override_changes_only_the_overridden_threshold(overridden_rules, rule_docs):
+    docs = load_rule_files(overridden_rules)
+    default, changed = _rule(rule_docs, "SlowResponseTime"), _rule(docs, "SlowResponseTime")
+    assert changed["expr"] == "job:http_request_duration_seconds:p95_5m > 0.5"
+    assert default["expr"] == "job:http_request_duration_seconds:p95_5m > 1"
+    assert changed["for"] == default["for"] == "10m"
+    assert changed["labels"] == default["labels"] == {"severity": "warning", "component": "api"}
+    assert changed["annotations"] == {
+        **default["annotations"],
+        "description": default["annotations"]["description"].replace("threshold: 1s", "threshold: 0.5s"),
+    }
+    assert "threshold: 0.5s for 10m" in changed["annotations"]["description"]
+    # Everything else renders as with the defaults.
+    expected = copy.deepcopy(rule_docs)
+    _rule(expected, "SlowResponseTime").update(changed)
+    assert docs == expected
+
+
+def test_lowered_threshold_fails_the_boundary_case(overridden_rules, promtool):
+    """With a P95 threshold of 0.5s, the 'P95 exactly 1s' case fires: the test notices."""
+    proc = _promtool(promtool, "test", "rules", "mdl_api.test.yml", cwd=overridden_rules)
+    assert proc.returncode != 0, _output(proc)
+    assert (
+        "SlowResponseTime: P95 exactly 1s does not fire (the operator is >)",
+        "SlowResponseTime",
+    ) in silent_case_failures(proc), _output(proc)
