@@ -44,6 +44,8 @@ molecule:
 
 bench: setup
 	bench/converge.sh
+	$(MAKE) demo
+	.venv/bin/python bench/mttd.py
 
 clean: down
 	rm -rf build

@@ -44,8 +44,9 @@ pack() {
   if [ "$name" = alertmanager ]; then
     # Debian's alertmanager reads its notification templates from disk instead
     # of embedding them as upstream does; carry them so the archive is usable.
-    mkdir -p "$dir/templates"
+    mkdir -p "$dir/templates" "$tools/share/alertmanager"
     cp "$x"/usr/share/prometheus/alertmanager/*.tmpl "$dir/templates/"
+    cp "$x"/usr/share/prometheus/alertmanager/*.tmpl "$tools/share/alertmanager/"
   fi
   rel="$out/github/$org/$name/releases/download/v$version"
   mkdir -p "$rel"
