@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OBS_MIRROR_DIR:-$here/build/mirror}
 tools=${OBS_TOOLS_DIR:-$here/build/tools}
 image=obs-sandbox/debian:trixie
-stamp="$out/.built-$(sha256sum "$0" | cut -c1-12)"
+stamp="$out/.built-$( (cat "$0"; find "$here/tests/standins/grafana" -type f -not -path "*/__pycache__/*" | sort | xargs cat) | sha256sum | cut -c1-12)"
 
 if [ -f "$stamp" ]; then
   echo "artifacts up to date in $out"
@@ -61,5 +61,11 @@ rm -rf "$out/github"
 pack prometheus prometheus prometheus promtool prometheus promtool
 pack prometheus-alertmanager alertmanager prometheus "" prometheus-alertmanager:alertmanager amtool
 pack prometheus-node-exporter node_exporter prometheus "" prometheus-node-exporter:node_exporter
+# Grafana cannot be obtained here: package the project's Grafana STAND-IN
+# (tests/standins/grafana, not Grafana) in the layout of the official tarball,
+# served like dl.grafana.com/oss/release/.
+grafana_version=12.3.0
+"$here/tests/standins/grafana/package.sh" "$grafana_version" "$out/grafana/oss/release" >/dev/null
+echo "grafana stand-in $grafana_version -> $out/grafana/oss/release"
 rm -f "$out"/.built-*
 touch "$stamp"

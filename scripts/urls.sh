@@ -10,6 +10,7 @@ names = {
     "9090": ("Prometheus", "api/v1/targets"),
     "9093": ("Alertmanager", "api/v2/status"),
     "9100": ("node_exporter", "metrics"),
+    "3000": ("Grafana stand-in", "api/search"),
 }
 inv = json.load(sys.stdin)
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml):")

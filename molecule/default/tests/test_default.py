@@ -1,8 +1,11 @@
 """Behaviour of the converged stack, checked from inside each test host."""
 
+import json
 import re
+import urllib.parse
 
 import pytest
+from dashboards import queries
 from sandbox import curl_json, curl_text, eventually
 
 UNITS = {
@@ -183,3 +186,43 @@ def test_tested_candidate_is_what_runs(host):
     assert candidate.mode == 0o640
     assert candidate.group == "alertmanager"
     assert candidate.sha256sum == live.sha256sum
+
+
+def _on_grafana(host):
+    return host.backend.get_hostname() == "obs-trixie"
+
+
+def test_grafana_ready_with_database_ok(host):
+    if not _on_grafana(host):
+        pytest.skip("Grafana runs on obs-trixie")
+    assert host.service("grafana").is_running
+    health = curl_json(host, "http://127.0.0.1:3000/api/health")
+    assert health["database"] == "ok"
+    ini = host.file("/etc/grafana/grafana.ini")
+    assert ini.mode == 0o640
+    assert ini.group == "grafana"
+    assert "allow_sign_up = false" in ini.content_string
+
+
+def test_grafana_datasource_and_dashboards_provisioned(host, secrets):
+    if not _on_grafana(host):
+        pytest.skip("Grafana runs on obs-trixie")
+    pw = secrets["vault_grafana_admin_password"]
+    ds = curl_json(host, "http://127.0.0.1:3000/api/datasources/uid/prometheus", "admin", pw)
+    assert ds["type"] == "prometheus"
+    assert ds["isDefault"] is True
+    assert ds["secureJsonFields"].get("basicAuthPassword") is True
+    hits = curl_json(host, "http://127.0.0.1:3000/api/search?type=dash-db&folderUIDs=mdl", "admin", pw)
+    assert sorted(h["uid"] for h in hits) == ["infrastructure", "mdl-api-overview", "mdl-business"]
+
+
+def test_every_dashboard_query_runs_on_real_prometheus(host, secrets):
+    """Each PromQL query of files/dashboards executes without error against the real Prometheus."""
+    failures = []
+    for uid, title, expr in queries():
+        url = "http://127.0.0.1:9090/api/v1/query?query=" + urllib.parse.quote(expr, safe="")
+        result = host.run(f"curl -sS --max-time 10 -u admin:{secrets['vault_prometheus_password']} '{url}'")
+        body = json.loads(result.stdout or "{}")
+        if body.get("status") != "success":
+            failures.append(f"{uid} / {title}: {expr} -> {body.get('error', result.stderr)}")
+    assert not failures, "\n".join(failures)
