@@ -226,3 +226,23 @@ def test_every_dashboard_query_runs_on_real_prometheus(host, secrets):
         if body.get("status") != "success":
             failures.append(f"{uid} / {title}: {expr} -> {body.get('error', result.stderr)}")
     assert not failures, "\n".join(failures)
+
+
+def test_grafana_plugin_installed_from_inventory(host):
+    if not _on_grafana(host):
+        pytest.skip("Grafana runs on obs-trixie")
+    plugin = host.file("/var/lib/grafana/plugins/mdl-test-panel/plugin.json")
+    assert plugin.exists
+    assert json.loads(plugin.content_string)["info"]["version"] == "1.0.0"
+    assert plugin.user == "grafana"
+
+
+def test_grafana_api_datasource_managed_by_module(host, secrets):
+    if not _on_grafana(host):
+        pytest.skip("Grafana runs on obs-trixie")
+    pw = secrets["vault_grafana_admin_password"]
+    ds = curl_json(host, "http://127.0.0.1:3000/api/datasources/uid/alertmanager", "admin", pw)
+    assert ds["type"] == "alertmanager"
+    assert ds["basicAuth"] is True
+    assert ds["secureJsonFields"].get("basicAuthPassword") is True
+    assert secrets["vault_alertmanager_password"] not in json.dumps(ds)
