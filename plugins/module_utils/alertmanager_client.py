@@ -17,12 +17,11 @@ from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
 
+from ansible.module_utils.http_messages import server_message as _server_message
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
 USER_AGENT = "ansible-alertmanager-smoke-test"
-# Server messages are quoted in errors; keep them readable.
-MAX_BODY_IN_MESSAGE = 500
 
 # socket.timeout is only an alias of TimeoutError from Python 3.10 on.
 _TIMEOUTS = (socket.timeout, TimeoutError)
@@ -54,29 +53,6 @@ def regex_matcher(name, regex):
     """``name=~"regex"`` in the Alertmanager matcher syntax."""
     escaped = str(regex).replace("\\", "\\\\").replace('"', '\\"')
     return f'{name}=~"{escaped}"'
-
-
-def _server_message(raw):
-    """The human part of an error body: Alertmanager answers with a JSON string
-    ("start time must be before end time") or {"code": 400, "message": "..."}."""
-    text = raw.decode("utf-8", errors="replace").strip() if isinstance(raw, bytes) else str(raw or "").strip()
-    if not text:
-        return "(empty response body)"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, str):
-        text = data
-    elif isinstance(data, dict):
-        for key in ("message", "error", "msg"):
-            if isinstance(data.get(key), str) and data[key]:
-                text = data[key]
-                break
-    text = " ".join(text.split())
-    if len(text) > MAX_BODY_IN_MESSAGE:
-        text = text[:MAX_BODY_IN_MESSAGE] + "..."
-    return text
 
 
 def _unescape_label_value(value):

@@ -18,12 +18,12 @@ from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode
 
+from ansible.module_utils.http_messages import server_message
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import Request, make_context
 
 USER_AGENT = "ansible-grafana-client"
-# Server messages are quoted in errors; keep them readable.
-MAX_BODY_IN_MESSAGE = 500
+
 # Grafana's maximum page size for /api/search and /api/folders.
 SEARCH_PAGE_SIZE = 5000
 FOLDER_PAGE_SIZE = 1000
@@ -83,28 +83,6 @@ def _decode(raw):
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     return str(raw or "")
-
-
-def server_message(raw):
-    """The human part of an error body: Grafana answers {"message": "..."}; proxies answer text or HTML."""
-    text = _decode(raw).strip()
-    if not text:
-        return "(empty response body)"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, str):
-        text = data
-    elif isinstance(data, dict):
-        for key in ("message", "error", "msg"):
-            if isinstance(data.get(key), str) and data[key]:
-                text = data[key]
-                break
-    text = " ".join(text.split())
-    if len(text) > MAX_BODY_IN_MESSAGE:
-        text = text[:MAX_BODY_IN_MESSAGE] + "..."
-    return text
 
 
 def _segment(value):

@@ -41,6 +41,9 @@ def _load(name: str, path: Path):
 
 # The module imports its client as ansible.module_utils.alertmanager_client
 # (ansible.cfg puts plugins/module_utils there); do the same here.
+ansible.module_utils.http_messages = _load(
+    "ansible.module_utils.http_messages", REPO / "plugins/module_utils/http_messages.py"
+)
 client_mod = _load("ansible.module_utils.alertmanager_client", REPO / "plugins/module_utils/alertmanager_client.py")
 ansible.module_utils.alertmanager_client = client_mod
 smoke = _load("alertmanager_smoke_test_under_test", REPO / "plugins/modules/alertmanager_smoke_test.py")

@@ -50,6 +50,9 @@ def _load(name: str, path: Path):
 
 # The modules import their client as ansible.module_utils.grafana_client
 # (ansible.cfg puts plugins/module_utils there); do the same here.
+ansible.module_utils.http_messages = _load(
+    "ansible.module_utils.http_messages", REPO / "plugins/module_utils/http_messages.py"
+)
 client_mod = _load("ansible.module_utils.grafana_client", REPO / "plugins/module_utils/grafana_client.py")
 ansible.module_utils.grafana_client = client_mod
 dash_mod = _load("grafana_dashboards_under_test", REPO / "plugins/modules/grafana_dashboards.py")
