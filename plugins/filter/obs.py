@@ -92,6 +92,50 @@ def scrape_targets(hosts, hostvars, listen_var: str, default_listen: str) -> lis
     return configs
 
 
+def scrape_configs(jobs, groups, hostvars, scheme: str = "http") -> list:
+    """Scrape configs of the inventory-generated jobs, one per job whose group has hosts.
+
+    ``jobs``: [{job_name, group, var, listen, auth, path?}] (the prometheus
+    role's _prometheus_scrape_jobs); targets come from scrape_targets().
+    """
+    configs = []
+    for job in jobs or []:
+        hosts = groups.get(job["group"]) or []
+        if not hosts:
+            continue
+        config = {
+            "job_name": job["job_name"],
+            "scheme": scheme,
+            "static_configs": scrape_targets(hosts, hostvars, job["var"], job["listen"]),
+        }
+        if job.get("path"):
+            config["metrics_path"] = job["path"]
+        auth = job.get("auth") or {}
+        if auth:
+            config["basic_auth"] = {"username": auth["username"], "password": auth["password"]}
+        configs.append(config)
+    return configs
+
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{[^}]*\})?\s+(?P<value>\S+)")
+
+
+def metric_value(text, name: str):
+    """Value of the first unlabelled sample ``name`` in Prometheus text exposition, or None.
+
+    Used by the reload gate to read ``*_config_last_reload_success_timestamp_seconds``
+    and ``*_config_last_reload_successful`` (floats such as ``1.79e+09``).
+    """
+    for line in str(text or "").splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group("name") == name and not match.group("labels"):
+            try:
+                return float(match.group("value"))
+            except ValueError:
+                return None
+    return None
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -101,4 +145,6 @@ class FilterModule:
             "bare_flags": bare_flags,
             "scrape_targets": scrape_targets,
             "is_listen_address": is_listen_address,
+            "metric_value": metric_value,
+            "scrape_configs": scrape_configs,
         }

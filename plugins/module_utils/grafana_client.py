@@ -90,6 +90,39 @@ def _segment(value):
     return quote(str(value), safe="")
 
 
+def canonical(value):
+    """A JSON value as Grafana gives it back, to compare with what was sent.
+
+    Grafana is written in Go and holds dashboards (and data source jsonData) as
+    map[string]any: every number is a float64 (1.0 and 1e2 come back as 1 and 100,
+    integers beyond 2**53 rounded), so numbers are compared as float64 here, as
+    integers when integral below 1e21. Keys become strings; true stays unlike 1.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # beyond float64: Grafana refuses it, leave it as it is
+            return value
+        return int(number) if number.is_integer() and abs(number) < 1e21 else number
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def same(a, b):
+    """Equal as Grafana would store them: canonical numbers, key order ignored."""
+    return json.dumps(canonical(a), sort_keys=True) == json.dumps(canonical(b), sort_keys=True)
+
+
+def _refused(what, exc):
+    """A write Grafana refused (not a credential or connection problem), with what was written in front."""
+    if exc.status is None or exc.status in (401, 403):
+        return exc
+    return GrafanaError(f"{what}: {exc.msg}", url=exc.url, status=exc.status, data=exc.data)
+
+
 class GrafanaClient:
     """JSON over HTTP against one Grafana, with basic auth or a service-account token."""
 
@@ -305,7 +338,10 @@ class GrafanaClient:
         body = {"title": title}
         if uid:
             body["uid"] = uid
-        return self._expect(dict, "/api/folders", self.post("/api/folders", body))
+        try:
+            return self._expect(dict, "/api/folders", self.post("/api/folders", body))
+        except GrafanaError as exc:
+            raise _refused(f"folder {title!r} (uid {uid!r})", exc) from None
 
     def rename_folder(self, folder, title):
         path = f"/api/folders/{_segment(folder['uid'])}"
@@ -380,7 +416,7 @@ class GrafanaClient:
             return self._expect(dict, "/api/dashboards/db", self.post("/api/dashboards/db", body))
         except GrafanaError as exc:
             if exc.status != 412:
-                raise
+                raise _refused(f"dashboard {uid!r} (title {model.get('title')!r})", exc) from None
             if exc.server_status == "version-mismatch" or (version is not None and exc.server_status == ""):
                 read = f"version {version}" if version is not None else "it did not exist then"
                 raise GrafanaError(
@@ -398,7 +434,7 @@ class GrafanaClient:
                     status=412,
                     data=exc.data,
                 ) from None
-            raise
+            raise _refused(f"dashboard {uid!r} (title {model.get('title')!r})", exc) from None
 
     def delete_dashboard(self, uid):
         """DELETE /api/dashboards/uid/:uid; False when it did not exist."""
@@ -416,12 +452,16 @@ class GrafanaClient:
         return None if data is NOT_FOUND else self._expect(dict, path, data)
 
     def create_datasource(self, body):
-        data = self._expect(dict, "/api/datasources", self.post("/api/datasources", body))
-        return data.get("datasource") if isinstance(data.get("datasource"), dict) else data
+        return self._write_datasource("POST", "/api/datasources", body)
 
     def update_datasource(self, uid, body):
-        path = f"/api/datasources/uid/{_segment(uid)}"
-        data = self._expect(dict, path, self.put(path, body))
+        return self._write_datasource("PUT", f"/api/datasources/uid/{_segment(uid)}", body)
+
+    def _write_datasource(self, method, path, body):
+        try:
+            data = self._expect(dict, path, self.request(method, path, body=body))
+        except GrafanaError as exc:
+            raise _refused(f"data source {body.get('uid')!r} (name {body.get('name')!r})", exc) from None
         return data.get("datasource") if isinstance(data.get("datasource"), dict) else data
 
     def delete_datasource(self, uid):

@@ -16,9 +16,10 @@ description:
   - Both the bare dashboard model and the export wrapper C({"dashboard":{...},"meta":{...}}) are
     accepted.
   - Dashboards are matched by C(uid). The source and Grafana's copy are compared after normalisation
-    (C(id), C(version) and C(iteration) dropped, key order ignored, C(1.0) equal to C(1)), together with the
-    folder the dashboard is in. Unchanged dashboards are not written; a run where nothing changed makes no
-    write request at all (it reads the folder, one search and each dashboard).
+    (C(id), C(version) and C(iteration) dropped, key order ignored, numbers as the float64 values Grafana
+    stores, so C(1.0) equals C(1)), together with the folder the dashboard is in. Unchanged dashboards are not
+    written; a run where nothing changed makes no write request at all (it reads the folder, one search and
+    each dashboard).
   - Check mode makes no write and reports what would change; with C(--diff) the normalised before and after
     of every created, updated or deleted dashboard is shown.
   - Writes only start once everything was read and planned. Grafana has no transactions, so a write that
@@ -247,7 +248,7 @@ import os  # noqa: E402
 import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.grafana_client import GrafanaClient, GrafanaError  # noqa: E402
+from ansible.module_utils.grafana_client import GrafanaClient, GrafanaError, canonical, same  # noqa: E402
 
 # Keys Grafana sets on every save (or the frontend bumps); never compared.
 VOLATILE_KEYS = ("id", "version", "iteration")
@@ -289,25 +290,9 @@ class Source:
         self.title = model.get("title")
 
 
-def canonical(value):
-    """JSON value with integral floats as ints (Grafana re-serialises 1.0 as 1) and string keys."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    if isinstance(value, dict):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    return value
-
-
 def normalize(model):
-    """The dashboard model as compared: volatile keys dropped, numbers canonical."""
+    """The dashboard model as compared: volatile keys dropped, numbers canonical (as Grafana stores them)."""
     return canonical({k: v for k, v in model.items() if k not in VOLATILE_KEYS})
-
-
-def same(a, b):
-    """Equal as JSON documents, key order ignored (true is not 1)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def pretty(value):
@@ -479,41 +464,26 @@ class DashboardSync:
         return {"folderUid": label, "dashboard": normalize(model)}
 
     def _diff(self):
-        diffs = []
+        def entry(before_header, after_header, before, after):
+            return {"before_header": before_header, "after_header": after_header, "before": before, "after": after}
+
+        def in_grafana(existing):
+            return pretty(self._diff_doc((existing.get("meta") or {}).get("folderUid") or "", existing["dashboard"]))
+
         target = self.folder["uid"]
-        for source in self.plan.created:
-            diffs.append(
-                {
-                    "before_header": f"grafana: dashboard {source.uid} (absent)",
-                    "after_header": source.origin,
-                    "before": "",
-                    "after": pretty(self._diff_doc(target, source.model)),
-                }
-            )
+        diffs = [
+            entry(f"grafana: dashboard {s.uid} (absent)", s.origin, "", pretty(self._diff_doc(target, s.model)))
+            for s in self.plan.created
+        ]
         for source, existing in self.plan.updated:
-            meta = existing.get("meta") or {}
+            version = (existing.get("meta") or {}).get("version", "?")
+            header = f"grafana: dashboard {source.uid} (version {version})"
             diffs.append(
-                {
-                    "before_header": f"grafana: dashboard {source.uid} (version {meta.get('version', '?')})",
-                    "after_header": source.origin,
-                    "before": pretty(self._diff_doc(meta.get("folderUid") or "", existing["dashboard"])),
-                    "after": pretty(self._diff_doc(target, source.model)),
-                }
+                entry(header, source.origin, in_grafana(existing), pretty(self._diff_doc(target, source.model)))
             )
         for uid, title, existing in self.plan.deleted:
-            if existing is not None:
-                meta = existing.get("meta") or {}
-                before = pretty(self._diff_doc(meta.get("folderUid") or "", existing["dashboard"]))
-            else:
-                before = pretty({"uid": uid, "title": title})
-            diffs.append(
-                {
-                    "before_header": f"grafana: dashboard {uid}",
-                    "after_header": f"grafana: dashboard {uid} (deleted)",
-                    "before": before,
-                    "after": "",
-                }
-            )
+            before = in_grafana(existing) if existing is not None else pretty({"uid": uid, "title": title})
+            diffs.append(entry(f"grafana: dashboard {uid}", f"grafana: dashboard {uid} (deleted)", before, ""))
         return diffs
 
     # ------------------------------------------------------------------ reading
@@ -617,26 +587,30 @@ class DashboardSync:
         self.client.delete_dashboard(uid)
         self.done["deleted"].append(uid)
 
+    def save(self, source, version, done):
+        """Save one source; a refusal names its file (or dashboards[i]) in front of Grafana's answer."""
+        params = self.params
+        target = self.folder["uid"]
+        try:
+            self.client.save_dashboard(
+                source.model, target, overwrite=params["overwrite"], message=params["message"], version=version
+            )
+        except GrafanaError as exc:
+            raise GrafanaError(f"{source.origin}: {exc.msg}", url=exc.url, status=exc.status, data=exc.data) from None
+        self.done[done].append(source.uid)
+
     def apply(self):
         plan = self.plan
-        params = self.params
         self.apply_folder()
-        target = self.folder["uid"]
         for uid in sorted(plan.delete_first):
             self.delete(uid)
         for source in plan.created:
-            self.client.save_dashboard(
-                source.model, target, overwrite=params["overwrite"], message=params["message"], version=None
-            )
-            self.done["created"].append(source.uid)
+            self.save(source, None, "created")
         for source, existing in plan.updated:
             version = existing["dashboard"].get("version")
             if not isinstance(version, int) or isinstance(version, bool):
                 version = (existing.get("meta") or {}).get("version")
-            self.client.save_dashboard(
-                source.model, target, overwrite=params["overwrite"], message=params["message"], version=version
-            )
-            self.done["updated"].append(source.uid)
+            self.save(source, version, "updated")
         for uid, _title, _existing in plan.deleted:
             if uid not in plan.delete_first:
                 self.delete(uid)

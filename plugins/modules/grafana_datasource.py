@@ -242,7 +242,7 @@ import json  # noqa: E402
 import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.grafana_client import GrafanaClient, GrafanaError  # noqa: E402
+from ansible.module_utils.grafana_client import GrafanaClient, GrafanaError, canonical, same  # noqa: E402
 
 HASH_KEY = "ansibleSecureHash"
 UID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
@@ -275,21 +275,6 @@ ARGUMENT_SPEC = dict(
     basic_auth_password=dict(type="str", no_log=True),
     state=dict(type="str", choices=["present", "absent"], default="present"),
 )
-
-
-def canonical(value):
-    """JSON value with integral floats as ints (Grafana re-serialises 1.0 as 1) and string keys."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    if isinstance(value, dict):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    return value
-
-
-def same(a, b):
-    return json.dumps(canonical(a), sort_keys=True) == json.dumps(canonical(b), sort_keys=True)
 
 
 def secure_hash(uid, secure):

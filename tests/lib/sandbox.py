@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -52,3 +53,30 @@ def molecule_hosts() -> list[str]:
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     data = yaml.safe_load(Path(inventory).read_text())
     return sorted(data["all"]["hosts"].keys())
+
+
+def expected_state(dest: Path) -> dict:
+    """Run molecule/default/tests/expected.yml against the scenario and return its JSON."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    proc = subprocess.run(
+        [
+            str(PROJECT / ".venv/bin/ansible-playbook"),
+            "-i",
+            str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+            str(PROJECT / "molecule/default/tests/expected.yml"),
+            "-e",
+            f"dest={dest}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return json.loads(dest.read_text())

@@ -7,13 +7,40 @@ calls, and a test can read back exactly what each receiver got:
 
 * HTTP on ``--host``:``--http-port`` (default 0.0.0.0:8080). Every ``POST
   /<channel>/...`` is a notification; ``<channel>`` is the first path segment:
-  ``slack`` (Slack incoming webhook, answered ``200 ok`` as text/plain, which
-  is what Alertmanager's Slack notifier requires), ``pagerduty`` (Events API
-  v2, answered ``202 {"status": "success", "message": "Event processed",
-  "dedup_key": ...}``) and anything else (webhook receivers such as
-  ``watchdog``, answered ``200 {"status": "ok"}``).
+  ``slack`` (Slack incoming webhook), ``pagerduty`` (Events API v2) and
+  anything else (Alertmanager webhook receivers such as ``watchdog``).
 * SMTP on ``--host``:``--smtp-port`` (default 0.0.0.0:2525), no TLS, no
   auth: every message is a notification on channel ``email``.
+
+Each channel checks what it gets the way the real service does, and refuses,
+with the real service's answer, what the real one would refuse, so an
+accepted record means the real service would have taken the notification
+(the rules, with their sources, are in ``payloads.py``, which must sit next to
+this file):
+
+* ``slack``: a JSON object (``Content-Type: application/json``, or a form field
+  ``payload``) with a non-empty ``text``, ``attachments`` (each with some
+  text/fallback/pretext/title/fields/image) or ``blocks`` (each with a
+  ``type``). Accepted: ``200 ok`` as text/plain, which Alertmanager's Slack
+  notifier requires. Refused: 400 text/plain ``invalid_payload``, ``no_text``,
+  ``invalid_attachments`` or ``invalid_blocks``.
+* ``pagerduty``: a JSON object of at most 512 KB, ``routing_key`` 32
+  characters, ``event_action`` trigger/acknowledge/resolve, ``dedup_key`` at
+  most 255 characters and required for acknowledge/resolve; a trigger needs
+  ``payload.summary`` (1 to 1024 characters), ``payload.source`` and
+  ``payload.severity`` critical/error/warning/info. Accepted: ``202
+  {"status": "success", "message": "Event processed", "dedup_key": ...}``.
+  Refused: ``400 {"status": "invalid event", "message": "Event object is
+  invalid", "errors": [...]}``.
+* webhooks: an Alertmanager version 4 message: ``version`` "4", ``status``
+  firing/resolved, ``receiver``, ``groupKey`` and a non-empty ``alerts`` list,
+  each alert with ``status``, ``labels``, ``annotations`` and an RFC 3339
+  ``startsAt``. Accepted: ``200 {"status": "ok"}``. Refused: ``400
+  {"status": "error", "error": "<reason>"}``.
+* ``email``: headers From, To, Subject, Date and Message-ID present (else
+  ``550 5.6.0``), From exactly one address equal to the envelope's MAIL FROM
+  (else ``550 5.7.1``), at least one RCPT TO (else ``554 5.5.1`` to DATA).
+  Accepted: ``250``.
 
 Each notification becomes a record::
 
@@ -21,7 +48,7 @@ Each notification becomes a record::
      "received_at": 1718000000.12, "status": "firing" | "resolved" | "unknown",
      "body": "<raw request body, or the decoded text of all mail parts>",
      "json": {...} | null, "headers": {...}, "accepted": true,
-     "response_status": 200,
+     "response_status": 200, "refusal": null | "<why it was refused>",
      # email only:
      "mail_from": "alertmanager@...", "rcpt_to": ["mdl-team@..."], "subject": "[FIRING:1] ..."}
 
@@ -29,7 +56,10 @@ Each notification becomes a record::
 ``[RESOLVED]`` prefix of an attachment's title (else its text); PagerDuty,
 ``event_action`` (``trigger`` / ``resolve``); webhooks, the top-level
 ``status``; email, the subject (Alertmanager's default ``[FIRING:N] ...`` /
-``[RESOLVED] ...``).
+``[RESOLVED] ...``). A refused notification is recorded too, with
+``accepted`` false, the ``response_status`` it was answered with and the
+reason in ``refusal`` (null when accepted); a message refused for having no
+recipients never sent its content, so its record has only the envelope.
 
 Query API, on the HTTP port:
 
@@ -45,12 +75,15 @@ Query API, on the HTTP port:
   ``DELETE /api/fail`` (all channels) or ``DELETE /api/fail?channel=<name>``:
   HTTP channels answer ``<code>`` (default 500); ``email`` answers the DATA
   command with SMTP reply ``<code>`` (default 451). ``GET /api/fail`` lists the
-  injected failures. Failed deliveries are still recorded, with ``accepted``
-  false and ``response_status`` the code returned, so a test can count the
-  attempts; filter them out with ``accepted=true``.
+  injected failures. An injected failure comes before the payload checks.
+  Failed deliveries are still recorded, with ``accepted`` false,
+  ``response_status`` the code returned and ``refusal`` naming the injected
+  failure, so a test can count the attempts; filter them out with
+  ``accepted=true``.
 
 Only the last 5000 records are kept. One line per notification is logged to
-stdout. Dependencies: Python 3.11+ and aiosmtpd (Debian's python3-aiosmtpd).
+stdout, with the reason of a refusal. Dependencies: Python 3.11+ and aiosmtpd
+(Debian's python3-aiosmtpd).
 """
 
 from __future__ import annotations
@@ -64,11 +97,12 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import payloads
 
 MAX_RECORDS = 5000
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -80,6 +114,7 @@ UNKNOWN = "unknown"
 # Request headers worth keeping in a record (the rest is transport noise).
 KEPT_HTTP_HEADERS = ("Content-Type", "User-Agent", "Authorization")
 KEPT_MAIL_HEADERS = ("From", "To", "Subject", "Date", "Message-Id", "Content-Type")
+_LOG_LOCK = threading.Lock()
 
 
 # --- status derivation -------------------------------------------------------
@@ -259,10 +294,12 @@ def log_record(record: dict[str, Any]) -> None:
     if record["channel"] == "email":
         what = f"{record.get('mail_from')} -> {','.join(record.get('rcpt_to') or [])}: {what}"
     verdict = "accepted" if record["accepted"] else "rejected"
-    print(
-        f"sink: #{record['id']} {record['channel']} {record['status']} {verdict} {record['response_status']} {what}",
-        flush=True,
-    )
+    if record.get("refusal"):
+        what = f"{what} (refused: {record['refusal']})"
+    line = f"sink: #{record['id']} {record['channel']} {record['status']} {verdict} {record['response_status']} {what}"
+    with _LOG_LOCK:  # HTTP and SMTP threads log concurrently: one whole line at a time
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 # --- HTTP --------------------------------------------------------------------
@@ -372,23 +409,18 @@ class SinkHandler(BaseHTTPRequestHandler):
 
     def _notification(self, path: str, channel: str, raw: bytes) -> None:
         body = raw.decode("utf-8", "replace")
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except ValueError:
-            payload = None
+        content_type = self.headers.get("Content-Type")
+        if channel == "slack":
+            payload, verdict = payloads.check_slack(content_type, raw)
+        elif channel == "pagerduty":
+            payload, verdict = payloads.check_pagerduty(raw)
+        else:
+            payload, verdict = payloads.check_webhook(raw)
         failure = self.server.store.failure(channel)
         if failure is not None:
-            status_code, content_type = failure, "application/json"
-            response = json.dumps({"status": "error", "message": "failure injected by obs-sink"}).encode()
-        elif channel == "pagerduty":
-            dedup_key = (payload.get("dedup_key") if isinstance(payload, dict) else None) or uuid.uuid4().hex
-            status_code, content_type = HTTPStatus.ACCEPTED, "application/json"
-            response = json.dumps({"status": "success", "message": "Event processed", "dedup_key": dedup_key}).encode()
-        elif channel == "slack":
-            status_code, content_type, response = HTTPStatus.OK, "text/plain; charset=utf-8", b"ok"
-        else:
-            status_code, content_type = HTTPStatus.OK, "application/json"
-            response = json.dumps({"status": "ok"}).encode()
+            message = "failure injected by obs-sink"
+            response = json.dumps({"status": "error", "message": message}).encode()
+            verdict = payloads.Verdict(failure, response, "application/json", f"{message} (status {failure})")
         record = self.server.store.add(
             {
                 "channel": channel,
@@ -399,22 +431,50 @@ class SinkHandler(BaseHTTPRequestHandler):
                 "body": body,
                 "json": payload,
                 "headers": {k: self.headers[k] for k in KEPT_HTTP_HEADERS if self.headers[k] is not None},
-                "accepted": failure is None,
-                "response_status": int(status_code),
+                "accepted": verdict.accepted,
+                "response_status": int(verdict.status),
+                "refusal": verdict.reason,
             }
         )
         log_record(record)
-        self._send(status_code, response, content_type)
+        self._send(verdict.status, verdict.body, verdict.content_type)
 
 
 # --- SMTP --------------------------------------------------------------------
 
 
 class SMTPHandler:
-    """aiosmtpd handler: records every message on channel ``email``."""
+    """aiosmtpd handler: checks and records every message on channel ``email``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def _record(self, envelope: Any, parsed: dict[str, Any], reply: str) -> None:
+        code = int(reply[:3])
+        record = self.store.add(
+            {
+                "channel": "email",
+                "path": None,
+                "query": "",
+                "received_at": time.time(),
+                "status": email_status(parsed.get("subject")),
+                "body": parsed.get("body", ""),
+                "json": None,
+                "headers": parsed.get("headers", {}),
+                "accepted": code < 400,
+                "response_status": code,
+                "refusal": None if code < 400 else reply[4:],
+                "mail_from": envelope.mail_from,
+                "rcpt_to": list(envelope.rcpt_tos),
+                "subject": parsed.get("subject"),
+            }
+        )
+        log_record(record)
+
+    def refuse_without_recipients(self, envelope: Any) -> str:
+        """DATA before any accepted RCPT TO: refused and recorded (there is no content to keep)."""
+        self._record(envelope, {}, payloads.NO_RECIPIENTS)
+        return payloads.NO_RECIPIENTS
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content or b""
@@ -422,27 +482,30 @@ class SMTPHandler:
             content = content.encode("utf-8", "replace")
         parsed = parse_email(content)
         failure = self.store.failure("email")
-        record = self.store.add(
-            {
-                "channel": "email",
-                "path": None,
-                "query": "",
-                "received_at": time.time(),
-                "status": email_status(parsed["subject"]),
-                "body": parsed["body"],
-                "json": None,
-                "headers": parsed["headers"],
-                "accepted": failure is None,
-                "response_status": failure or 250,
-                "mail_from": envelope.mail_from,
-                "rcpt_to": list(envelope.rcpt_tos),
-                "subject": parsed["subject"],
-            }
-        )
-        log_record(record)
         if failure is not None:
-            return f"{failure} Failure injected by obs-sink"
-        return "250 Message accepted for delivery"
+            reply = f"{failure} Failure injected by obs-sink"
+        else:
+            message = email.message_from_bytes(content, policy=email.policy.default)
+            refusal = payloads.mail_refusal(envelope.mail_from, list(envelope.rcpt_tos), message)
+            reply = refusal or "250 Message accepted for delivery"
+        self._record(envelope, parsed, reply)
+        return reply
+
+
+def smtp_server_class() -> type:
+    """aiosmtpd's SMTP, except that DATA without recipients is refused through the handler (and so recorded)."""
+    from aiosmtpd.smtp import SMTP  # noqa: PLC0415 - only the running sink needs aiosmtpd
+
+    class SinkSMTP(SMTP):
+        async def smtp_DATA(self, arg: str) -> None:
+            envelope = self.envelope
+            if self.session.host_name and envelope is not None and envelope.mail_from is not None:
+                if not envelope.rcpt_tos:
+                    await self.push(self.event_handler.refuse_without_recipients(envelope))
+                    return
+            await super().smtp_DATA(arg)
+
+    return SinkSMTP
 
 
 # --- process -----------------------------------------------------------------
@@ -464,7 +527,13 @@ class Sink:
     def start(self) -> None:
         from aiosmtpd.controller import Controller  # noqa: PLC0415 - only the running sink needs it
 
-        self._smtp = Controller(
+        smtp_class = smtp_server_class()
+
+        class SinkController(Controller):
+            def factory(self) -> Any:
+                return smtp_class(self.handler, **self.SMTP_kwargs)
+
+        self._smtp = SinkController(
             SMTPHandler(self.store), hostname=self.host, port=self.smtp_port, server_hostname="obs-sink"
         )
         self._smtp.start()

@@ -5,8 +5,13 @@
 * ``render_prometheus`` renders roles/prometheus/templates/prometheus.yml.j2
   through ansible-playbook, so the project's filter plugins and Ansible's own
   filters are the ones used in production.
-* ``promtool`` is the real promtool binary from build/tools/bin (tests that
-  need it are skipped when it is missing).
+* ``promtool`` is the real promtool binary from build/tools/bin; every real
+  tool is looked up through ``require_tool``.
+
+No silent skips: ``make unit`` (and so ``make test`` and CI) sets
+OBS_REQUIRE_TOOLS=1, under which a missing real-binary tool is a failure that
+says how to build it, and any other skip fails too. A developer running a
+subset by hand without the tools gets skips instead.
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ ANSIBLE_PLAYBOOK = next(
     ),
     REPO_ROOT / ".venv" / "bin" / "ansible-playbook",
 )
-PROMTOOL = REPO_ROOT / "build" / "tools" / "bin" / "promtool"
+# The real binaries the unit tests run (scripts/build-artifacts.sh builds them).
+TOOLS_DIR = Path(os.environ.get("OBS_TOOLS_DIR") or REPO_ROOT / "build" / "tools" / "bin")
+STRICT = os.environ.get("OBS_REQUIRE_TOOLS") == "1"
+BUILD_HINT = "build the real tools with scripts/build-artifacts.sh (make setup does it)"
 RENDER_PLAYBOOK = FIXTURES / "render_prometheus.yml"
 
 
@@ -104,11 +112,36 @@ def render_prometheus(tmp_path_factory):
     return render
 
 
+def require_tool(name: str) -> Path:
+    """Path of a real tool from TOOLS_DIR: a failure under OBS_REQUIRE_TOOLS=1, else a skip."""
+    path = TOOLS_DIR / name
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    message = f"{path} is missing: {BUILD_HINT}"
+    if STRICT:
+        pytest.fail(f"{message} (OBS_REQUIRE_TOOLS=1: make unit and make test never skip)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under OBS_REQUIRE_TOOLS=1 a skipped test is a failed test (importorskip included)."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but OBS_REQUIRE_TOOLS=1 (make unit, make test) runs everything: {reason}"
+
+
 @pytest.fixture(scope="session")
 def promtool() -> Path:
-    if not (PROMTOOL.is_file() and os.access(PROMTOOL, os.X_OK)):
-        pytest.skip(f"promtool binary not available at {PROMTOOL} (build the tools first)")
-    return PROMTOOL
+    return require_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> Path:
+    return require_tool("amtool")
 
 
 @pytest.fixture(scope="session")

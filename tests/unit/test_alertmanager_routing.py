@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-AMTOOL = REPO / "build/tools/bin/amtool"
 PLAYBOOK = REPO / "tests/unit/fixtures/render_alertmanager.yml"
 ANSIBLE_PLAYBOOK = REPO / ".venv/bin/ansible-playbook"
 EXAMPLE_SECRETS = {
@@ -38,9 +37,9 @@ def _render(tmp_path: Path, inventory: str, extra: dict | None = None) -> subpro
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
-def _route(config: Path, labels: dict) -> list[str]:
+def _route(amtool: Path, config: Path, labels: dict) -> list[str]:
     proc = subprocess.run(
-        [str(AMTOOL), "config", "routes", "test", f"--config.file={config}", *(f"{k}={v}" for k, v in labels.items())],
+        [str(amtool), "config", "routes", "test", f"--config.file={config}", *(f"{k}={v}" for k, v in labels.items())],
         capture_output=True,
         text=True,
         timeout=30,
@@ -50,9 +49,7 @@ def _route(config: Path, labels: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=["local", "staging", "production"])
-def rendered(request, tmp_path_factory):
-    if not AMTOOL.exists():
-        pytest.skip("build/tools/bin/amtool missing: run scripts/build-artifacts.sh")
+def rendered(request, tmp_path_factory, amtool):
     tmp = tmp_path_factory.mktemp(f"am-{request.param}")
     proc = _render(tmp, request.param, EXAMPLE_SECRETS if request.param != "local" else None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -61,9 +58,9 @@ def rendered(request, tmp_path_factory):
     return request.param, config, data
 
 
-def test_amtool_accepts_the_config(rendered):
+def test_amtool_accepts_the_config(rendered, amtool):
     _, config, _ = rendered
-    proc = subprocess.run([str(AMTOOL), "check-config", str(config)], capture_output=True, text=True, check=False)
+    proc = subprocess.run([str(amtool), "check-config", str(config)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -76,20 +73,21 @@ def test_routing_table_is_not_empty_and_covers_every_receiver(rendered):
     assert any("inhibited_by" in case for case in data["cases"]), "no inhibition case"
 
 
-def test_every_case_routes_as_expected(rendered):
+def test_every_case_routes_as_expected(rendered, amtool):
     env, config, data = rendered
     rows = []
     for case in data["cases"]:
-        actual = _route(config, case["labels"])
+        actual = _route(amtool, config, case["labels"])
         if sorted(actual) != sorted(case["receivers"]):
             rows.append(f"{case['labels']}: expected {case['receivers']}, amtool says {actual}")
     assert rows == [], f"{env}: " + "; ".join(rows)
 
 
-def test_email_is_reachable(rendered):
+def test_email_is_reachable(rendered, amtool):
     """The plan's tree made the email receiver unreachable; ours must reach it."""
     _, config, _ = rendered
-    assert "email" in _route(config, {"alertname": "SlowResponseTime", "severity": "warning", "component": "api"})
+    labels = {"alertname": "SlowResponseTime", "severity": "warning", "component": "api"}
+    assert "email" in _route(amtool, config, labels)
 
 
 def test_inhibition_cases_hold(rendered, alerting):
@@ -97,7 +95,7 @@ def test_inhibition_cases_hold(rendered, alerting):
     assert alerting.inhibition_problems(data["cases"], data["inhibit_rules"]) == []
 
 
-def test_a_tree_change_that_breaks_a_case_is_caught(tmp_path):
+def test_a_tree_change_that_breaks_a_case_is_caught(tmp_path, amtool):
     """The plan's original tree (Slack with continue: false) starves email: the table must catch it."""
     plan_route = {
         "receiver": "email",
@@ -111,7 +109,7 @@ def test_a_tree_change_that_breaks_a_case_is_caught(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     config = tmp_path / "alertmanager.yml"
     cases = json.loads((tmp_path / "alertmanager.yml.cases.json").read_text())["cases"]
-    broken = [c for c in cases if sorted(_route(config, c["labels"])) != sorted(c["receivers"])]
+    broken = [c for c in cases if sorted(_route(amtool, config, c["labels"])) != sorted(c["receivers"])]
     assert len(broken) >= 7, "the plan's tree should fail every case that expects the email digest"
 
 

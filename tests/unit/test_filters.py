@@ -23,6 +23,8 @@ def test_filter_module_exposes_every_filter(obs, filters):
         "bare_flags": obs.bare_flags,
         "scrape_targets": obs.scrape_targets,
         "is_listen_address": obs.is_listen_address,
+        "metric_value": obs.metric_value,
+        "scrape_configs": obs.scrape_configs,
     }
 
 
@@ -345,3 +347,62 @@ def test_scrape_targets_brackets_ipv6_address(filters):
     assert _targets(filters, ["v6"], {"v6": {"ansible_host": "2001:db8::1"}}) == [
         {"targets": ["[2001:db8::1]:9100"], "labels": {"instance": "v6"}}
     ]
+
+
+# --------------------------------------------------------------------------
+# metric_value
+# --------------------------------------------------------------------------
+
+EXPOSITION = """# HELP alertmanager_config_last_reload_success_timestamp_seconds Last successful reload.
+# TYPE alertmanager_config_last_reload_success_timestamp_seconds gauge
+alertmanager_config_last_reload_success_timestamp_seconds 1.7961134698785005e+09
+alertmanager_config_last_reload_successful 0
+alertmanager_notifications_total{integration="email"} 3
+alertmanager_notifications_total 9
+"""
+
+
+def test_metric_value_reads_float_samples(filters):
+    value = filters["metric_value"](EXPOSITION, "alertmanager_config_last_reload_success_timestamp_seconds")
+    assert value == pytest.approx(1796113469.8785005)
+    assert filters["metric_value"](EXPOSITION, "alertmanager_config_last_reload_successful") == 0.0
+
+
+def test_metric_value_ignores_labelled_series_prefixes_and_comments(filters):
+    assert filters["metric_value"](EXPOSITION, "alertmanager_notifications_total") == 9.0
+    assert filters["metric_value"](EXPOSITION, "alertmanager_config_last_reload") is None
+    assert filters["metric_value"](EXPOSITION, "TYPE") is None
+    assert filters["metric_value"]("", "x") is None
+    assert filters["metric_value"](None, "x") is None
+
+
+# --------------------------------------------------------------------------
+# scrape_configs
+# --------------------------------------------------------------------------
+
+JOBS = [
+    {"job_name": "prometheus", "group": "prometheus", "var": "prometheus_listen_address",
+     "listen": "0.0.0.0:9090", "auth": {"username": "u", "password": "p"}},
+    {"job_name": "node", "group": "monitored", "var": "node_exporter_listen_address", "listen": "0.0.0.0:9100",
+     "auth": {}},
+    {"job_name": "mdl-api", "group": "mdl_api", "var": "mdl_api_listen_address", "listen": "0.0.0.0:3000",
+     "auth": {}, "path": "/metrics"},
+]  # fmt: skip
+GROUPS = {"prometheus": ["mon-1"], "monitored": ["mon-1", "mon-2"], "mdl_api": []}
+HOSTVARS = {"mon-1": {"ansible_host": "10.0.0.1"}, "mon-2": {"ansible_host": "10.0.0.2"}}
+
+
+def test_scrape_configs_one_job_per_non_empty_group(filters):
+    configs = filters["scrape_configs"](JOBS, GROUPS, HOSTVARS)
+    assert [c["job_name"] for c in configs] == ["prometheus", "node"]
+    assert configs[0]["basic_auth"] == {"username": "u", "password": "p"}
+    assert "basic_auth" not in configs[1]
+    assert configs[1]["static_configs"] == [
+        {"targets": ["10.0.0.1:9100"], "labels": {"instance": "mon-1"}},
+        {"targets": ["10.0.0.2:9100"], "labels": {"instance": "mon-2"}},
+    ]
+
+
+def test_scrape_configs_metrics_path_only_where_set(filters):
+    configs = filters["scrape_configs"](JOBS, {**GROUPS, "mdl_api": ["mon-2"]}, HOSTVARS)
+    assert [c.get("metrics_path") for c in configs] == [None, None, "/metrics"]

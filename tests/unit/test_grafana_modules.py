@@ -687,8 +687,8 @@ def test_412_version_conflict_is_explained(fake, run, dash_dir):
     result = run(dash_mod, path=str(dash_dir), folder="Ops", overwrite=False)
     assert result["failed"] and result["status"] == 412
     assert result["msg"].startswith(
-        "dashboard db was changed in Grafana since it was read (version 1); re-run, or set overwrite: true to"
-        " replace it"
+        f"{dash_dir / 'db.json'}: dashboard db was changed in Grafana since it was read (version 1); re-run, or set"
+        " overwrite: true to replace it"
     )
     assert fake.model("db")["description"] == "edited by hand"
 
@@ -697,7 +697,10 @@ def test_a_failing_write_reports_what_was_written_before(fake, run, dash_dir):
     fake.fail_save_after = 1
     result = run(dash_mod, path=str(dash_dir), folder="Ops", folder_uid="ops")
     assert result["failed"] and result["changed"] is True and result["status"] == 500
-    assert result["msg"].startswith(f"POST {GRAFANA}/api/dashboards/db returned 500: database is locked")
+    assert result["msg"].startswith(
+        f"{dash_dir / 'db.json'}: dashboard 'db' (title 'Dashboard db'): POST {GRAFANA}/api/dashboards/db returned 500:"
+        " database is locked"
+    )
     assert "Written before the failure (3 write request(s)): created: ['api']" in result["msg"]
     assert result["done"] == {"created": ["api"], "updated": [], "deleted": []}
 
@@ -1228,3 +1231,171 @@ def test_standin_through_ansible_playbook(standin, tmp_path):
             "datasource_writes": 0,
         }
     )
+
+
+# ----------------------------------------------------------------------- the stand-in: numbers and refusals
+# Grafana keeps dashboards and jsonData as Go map[string]any, every number a float64 (the stand-in does the
+# same): 1.0, 1e2 and 0.50 come back as 1, 100 and 0.5, and 9007199254740993 as 9007199254740992.
+NUMBERS_DASHBOARD = (
+    '{"uid": "numbers", "title": "Numbers", "schemaVersion": 39.0, "graphTooltip": 1.0, "refresh": "1m",'
+    ' "panels": [{"id": 1.0, "type": "stat", "title": "Numbers", "gridPos": {"h": 8.0, "w": 1.2e1, "x": 0, "y": 0},'
+    ' "fieldConfig": {"defaults": {"min": 0.50, "max": 1e2, "decimals": 2.0, "custom": {"big": 9007199254740993,'
+    ' "huge": 1e21, "tiny": 1e-7, "small": 0.000015, "ten": 10.000}}}}]}'
+)
+
+
+def test_standin_dashboard_file_with_numbers_like_1_0_syncs_once_then_is_unchanged(standin, run, tmp_path):
+    directory = tmp_path / "numbers"
+    directory.mkdir()
+    (directory / "numbers.json").write_text(NUMBERS_DASHBOARD)
+    args = {"url": standin.url, "url_password": standin.password, "path": str(directory), "folder": "Numbers"}
+    standin.reset_stats()
+    first = run(dash_mod, **args)
+    assert (first["changed"], first["created"], first["writes"]) == (True, ["numbers"], 2), first["msg"]
+
+    # What Grafana gives back is not what the file says: a plain comparison would see a change every run.
+    stored = standin.api("GET", "/api/dashboards/uid/numbers")["dashboard"]
+    sent = json.loads(NUMBERS_DASHBOARD)
+    custom = stored["panels"][0]["fieldConfig"]["defaults"]["custom"]
+    assert custom["big"] == 2**53 != sent["panels"][0]["fieldConfig"]["defaults"]["custom"]["big"]
+    assert (type(stored["schemaVersion"]), type(sent["schemaVersion"])) == (int, float)
+
+    standin.reset_stats()
+    second = run(dash_mod, **args)
+    assert (second["changed"], second["unchanged"], second["writes"]) == (False, ["numbers"], 0)
+    assert standin.stats()["writes"] == 0
+    plan = run(dash_mod, check_mode=True, diff=True, **args)
+    assert (plan["changed"], plan["diff"]) == (False, [])
+
+
+def test_standin_datasource_json_data_numbers_are_compared_as_grafana_stores_them(standin, run):
+    args = {
+        "url": standin.url,
+        "url_password": standin.password,
+        "uid": "numbers-ds",
+        "name": "Numbers DS",
+        "type": "prometheus",
+        "ds_url": "http://prom:9090",
+        "json_data": {"timeout": 30.0, "big": 9007199254740993, "ratio": 0.50, "httpMethod": "POST"},
+    }
+    first = run(ds_mod, **args)
+    assert first["changed"] is True, first["msg"]
+    assert standin.api("GET", "/api/datasources/uid/numbers-ds")["jsonData"]["big"] == 2**53
+    standin.reset_stats()
+    second = run(ds_mod, **args)
+    assert (second["changed"], second["writes"], standin.stats()["writes"]) == (False, 0, 0)
+
+
+def test_standin_module_refuses_bad_dashboards_before_any_request(standin, run, tmp_path):
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    (directory / "no-title.json").write_text(json.dumps({"uid": "no-title", "panels": []}))
+    (directory / "bad-uid.json").write_text(json.dumps({"uid": "bad uid!", "title": "Bad uid"}))
+    (directory / "long-uid.json").write_text(json.dumps({"uid": "u" * 41, "title": "Long uid"}))
+    standin.reset_stats()
+    result = run(dash_mod, url=standin.url, url_password=standin.password, path=str(directory), folder="Refused")
+    assert result["failed"] and result["writes"] == 0
+    assert result["msg"].startswith("3 problems in the dashboard sources, nothing was written")
+    assert f"{directory / 'no-title.json'}: missing title" in result["msg"]
+    assert f"{directory / 'bad-uid.json'}: invalid uid 'bad uid!'" in result["msg"]
+    assert f"{directory / 'long-uid.json'}: invalid uid '{'u' * 41}'" in result["msg"]
+    assert standin.stats()["requests"] == 0  # refused before the first request, not only the first write
+
+    good = write_dashboards(tmp_path / "good", [dashboard("orphan")])
+    standin.reset_stats()
+    result = run(dash_mod, url=standin.url, url_password=standin.password, path=str(good), folder_uid="no-such")
+    assert result["failed"] and result["writes"] == 0 and standin.stats()["writes"] == 0
+    assert result["msg"] == (
+        f"folder no-such does not exist in Grafana at {standin.url}: set folder (its title) to create it"
+    )
+
+
+def test_standin_module_refuses_a_taken_datasource_name_before_writing(standin, run):
+    auth = {"url": standin.url, "url_password": standin.password, "type": "loki", "ds_url": "http://loki:3100"}
+    assert run(ds_mod, uid="taken-a", name="Taken", **auth)["changed"] is True
+    standin.reset_stats()
+    result = run(ds_mod, uid="taken-b", name="Taken", **auth)
+    assert result["failed"] and result["writes"] == 0 and standin.stats()["writes"] == 0
+    assert f"Grafana at {standin.url} already has a data source named 'Taken' with uid 'taken-a'" in result["msg"]
+
+
+def test_standin_refusals_surface_through_the_client(standin):
+    """With the modules' checks bypassed, what Grafana refuses fails naming what, the URL, status and answer."""
+    client = client_mod.GrafanaClient(standin.url, username="admin", password=standin.password)
+    post = f"POST {standin.url}/api/dashboards/db returned 400"
+    for model, folder_uid, answer in (
+        ({"uid": "client-no-title"}, "", "Dashboard title cannot be empty"),
+        ({"uid": "bad uid!", "title": "Bad"}, "", "uid contains illegal characters"),
+        ({"uid": "u" * 41, "title": "Long"}, "", "uid too long, max 40 characters"),
+        ({"uid": "client-lost", "title": "Lost"}, "no-such-folder", "folder not found"),
+    ):
+        with pytest.raises(client_mod.GrafanaError) as refused:
+            client.save_dashboard(model, folder_uid)
+        what = f"dashboard {model['uid']!r} (title {model.get('title')!r})"
+        assert (refused.value.status, str(refused.value)) == (400, f"{what}: {post}: {answer}")
+    assert standin.api("GET", "/api/search?query=client-") == []
+
+    with pytest.raises(client_mod.GrafanaError) as refused:
+        client.create_folder("X", uid="general")
+    assert str(refused.value) == (
+        f"folder 'X' (uid 'general'): POST {standin.url}/api/folders returned 400: invalid uid for folder provided"
+    )
+    with pytest.raises(client_mod.GrafanaError) as refused:
+        client.create_folder("General")
+    assert str(refused.value).endswith("returned 400: A folder with that name already exists")
+
+    client.create_datasource({"uid": "client-a", "name": "Client A", "type": "loki"})
+    client.create_datasource({"uid": "client-b", "name": "Client B", "type": "loki"})
+    for call, answer in (
+        (lambda: client.create_datasource({"uid": "client-c", "name": "Client A", "type": "loki"}),
+         f"data source 'client-c' (name 'Client A'): POST {standin.url}/api/datasources returned 409:"
+         " data source with the same name already exists"),
+        (lambda: client.update_datasource("client-b", {"uid": "client-b", "name": "Client A", "type": "loki"}),
+         f"data source 'client-b' (name 'Client A'): PUT {standin.url}/api/datasources/uid/client-b returned 409:"
+         " Failed to update datasource: data source with the same name already exists"),
+        (lambda: client.create_datasource({"uid": "bad uid!", "name": "Client D", "type": "loki"}),
+         f"data source 'bad uid!' (name 'Client D'): POST {standin.url}/api/datasources returned 400:"
+         " Invalid datasource UID."),
+    ):  # fmt: skip
+        with pytest.raises(client_mod.GrafanaError) as refused:
+            call()
+        assert str(refused.value) == answer
+    for uid in ("client-a", "client-b"):
+        assert client.delete_datasource(uid) is True
+
+
+def test_standin_refusal_while_writing_names_the_file_url_status_and_answer(standin, run, tmp_path, monkeypatch):
+    """A refusal the module cannot see coming (the folder deleted between reading and writing)."""
+    directory = write_dashboards(tmp_path / "race", [dashboard("race-a"), dashboard("race-b")])
+    args = {"url": standin.url, "url_password": standin.password, "path": str(directory)}
+    args.update(folder="Race", folder_uid="race-folder")
+    assert run(dash_mod, **args)["created"] == ["race-a", "race-b"]
+    write_dashboards(directory, [dashboard("race-a", title="Race A changed")])
+    apply = dash_mod.DashboardSync.apply
+
+    def folder_deleted_meanwhile(self):
+        standin.api("DELETE", "/api/folders/race-folder")
+        return apply(self)
+
+    monkeypatch.setattr(dash_mod.DashboardSync, "apply", folder_deleted_meanwhile)
+    result = run(dash_mod, **args)
+    assert result["failed"] and result["status"] == 400
+    assert result["msg"].startswith(
+        f"{directory / 'race-a.json'}: dashboard 'race-a' (title 'Race A changed'):"
+        f" POST {standin.url}/api/dashboards/db returned 400: folder not found\n"
+    )
+
+    check_name = ds_mod.DatasourceSync._check_name
+
+    def name_taken_meanwhile(self, name):
+        check_name(self, name)
+        standin.api("POST", "/api/datasources", {"uid": "race-other", "name": name, "type": "loki"})
+
+    monkeypatch.setattr(ds_mod.DatasourceSync, "_check_name", name_taken_meanwhile)
+    result = run(ds_mod, url=standin.url, url_password=standin.password, uid="race-ds", name="Race DS", type="loki")
+    assert result["failed"] and result["status"] == 409 and result["writes"] == 1
+    assert result["msg"] == (
+        f"data source 'race-ds' (name 'Race DS'): POST {standin.url}/api/datasources returned 409:"
+        " data source with the same name already exists"
+    )
+    standin.api("DELETE", "/api/datasources/uid/race-other")

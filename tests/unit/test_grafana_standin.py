@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -264,7 +268,8 @@ def test_dashboard_versions_and_conflicts(gs):
         gs.req("POST", "/api/dashboards/db", data="{not json", headers={"Content-Type": "application/json"}).status_code
         == 400
     )
-    assert gs.req("POST", "/api/dashboards/db", json={**dash("X", "x-1"), "folderUid": "nope"}).status_code == 404
+    unknown_folder = gs.req("POST", "/api/dashboards/db", json={**dash("X", "x-1"), "folderUid": "nope"})
+    assert unknown_folder.status_code == 400 and unknown_folder.json() == {"message": "folder not found"}
     assert gs.req("POST", "/api/dashboards/db", json=dash("Bad uid", "bad uid!")).status_code == 400
     generated = gs.req("POST", "/api/dashboards/db", json=dash("Generated uid")).json()
     assert len(generated["uid"]) == 14
@@ -582,7 +587,7 @@ def test_anonymous_file_secret_and_overrides(package, tmp_path):
         assert requests.post(server.url + "/api/folders", json={"title": "x"}, timeout=5).status_code == 403
         assert server.req("GET", "/api/search", auth=("admin", "wrong")).status_code == 401
         assert server.req("POST", "/api/folders", auth=("admin", "from-a-file"), json={"title": "x"}).status_code == 200
-        assert (server.data / "grafana-standin-state.json").is_file()
+        assert (server.data / "grafana.db").is_file()  # [database] path, relative to the data path
     finally:
         assert server.stop() == 0
 
@@ -733,16 +738,462 @@ def test_server_loads_installed_plugins(package, tmp_path):
         assert server.stop() == 0
 
 
+# --------------------------------------------------------------------------- numbers as Grafana's Go code writes them
+
+
+def standin_module():
+    spec = importlib.util.spec_from_file_location("grafana_standin_under_test", STANDIN_DIR / "grafana_standin.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("number", "go"),
+    [
+        # strconv.FormatFloat(x, 'f', -1, 64) for 1e-6 <= |x| < 1e21 ...
+        (1.0, "1"),
+        (1e2, "100"),
+        (0.50, "0.5"),
+        (-2.5, "-2.5"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        (1e-6, "0.000001"),
+        (0.000015, "0.000015"),  # Python writes 1.5e-05
+        (1e16, "10000000000000000"),  # Python writes 1e+16
+        (1e20, "100000000000000000000"),
+        (float(2**53 + 1), "9007199254740992"),  # beyond 2**53: the nearest float64
+        (float(12345678901234567890), "12345678901234567000"),  # shortest digits, then zeros
+        (9.999999999999999e20, "999999999999999900000"),
+        # ... else 'e', with encoding/json's cleanup of e-07 to e-7.
+        (1e21, "1e+21"),
+        (1.5e300, "1.5e+300"),
+        (1e-7, "1e-7"),
+        (-1.5e-7, "-1.5e-7"),
+        (1.23e-18, "1.23e-18"),
+        (5e-324, "5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (-0.0, "-0"),
+        (0.0, "0"),
+    ],
+)
+def test_go_float64_format(number, go):
+    assert standin_module().go_float(number) == go
+
+
+def raw_post(server, path: str, text: str) -> requests.Response:
+    return server.req("POST", path, data=text.encode(), headers={"Content-Type": "application/json"})
+
+
+def test_dashboard_numbers_and_keys_come_back_as_grafana_writes_them(gs):
+    sent = (
+        '{"dashboard": {"uid": "go-numbers", "title": "Go numbers", "schemaVersion": 39.0, "zeta": 1,'
+        ' "one": 1.0, "hundred": 1e2, "half": 0.50, "big": 9007199254740993, "huge": 1e21, "tiny": 1e-7,'
+        ' "small": 0.000015, "nested": {"b": [2.50, true, null, "x<y"], "a": 12345678901234567890}}}'
+    )
+    assert raw_post(gs, "/api/dashboards/db", sent).status_code == 200
+    got = gs.req("GET", "/api/dashboards/uid/go-numbers")
+    text = got.text
+    for go in (
+        '"one":1,',
+        '"hundred":100,',
+        '"half":0.5,',
+        '"big":9007199254740992,',
+        '"huge":1e+21,',
+        '"tiny":1e-7,',
+        '"small":0.000015,',
+        '"schemaVersion":39,',
+        '"nested":{"a":12345678901234567000,"b":[2.5,true,null,"x\\u003cy"]}',
+    ):
+        assert go in text, (go, text)
+    # A Go map: the keys of the model come back sorted, at every level.
+    pairs = json.loads(text, object_pairs_hook=lambda kv: [k for k, _ in kv] if kv[0][0] != "dashboard" else kv)
+    model_keys = dict(pairs)["dashboard"]
+    assert model_keys == sorted(model_keys)
+    # Python reads back what Go wrote: not what was sent, where float64 cannot hold it.
+    model = got.json()["dashboard"]
+    assert (model["one"], model["hundred"], model["big"]) == (1, 100, 2**53)
+    # The version history holds the same normalised model.
+    assert gs.req("GET", "/api/dashboards/uid/go-numbers/versions").status_code == 200
+
+    # jsonData of data sources is a Go map as well.
+    ds = (
+        '{"name": "go-numbers-ds", "uid": "go-numbers-ds", "type": "loki",'
+        ' "jsonData": {"timeout": 30.0, "maxLines": 1e3}}'
+    )
+    assert raw_post(gs, "/api/datasources", ds).status_code == 200
+    assert '"jsonData":{"maxLines":1000,"timeout":30}' in gs.req("GET", "/api/datasources/uid/go-numbers-ds").text
+    assert gs.req("DELETE", "/api/datasources/uid/go-numbers-ds").status_code == 200
+    assert gs.req("DELETE", "/api/dashboards/uid/go-numbers").status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["NaN", "-Infinity", "Infinity", "1e400", "-1e999", "9" * 400])
+def test_numbers_go_cannot_hold_are_bad_request_data(gs, bad):
+    sent = '{"dashboard": {"uid": "not-a-float64", "title": "Not a float64", "threshold": ' + bad + "}}"
+    refused = raw_post(gs, "/api/dashboards/db", sent)
+    assert refused.status_code == 400 and refused.json() == {"message": "bad request data"}
+    assert gs.req("GET", "/api/dashboards/uid/not-a-float64").status_code == 404
+
+
+# --------------------------------------------------------------------------- refusals with Grafana's codes and messages
+
+
+def test_dashboard_refusals_use_grafanas_status_and_message(gs):
+    """pkg/services/dashboards/errors.go, BuildSaveDashboardCommand and apierrors.ToDashboardErrorResponse."""
+    assert gs.req("POST", "/api/folders", json={"uid": "refusals-folder", "title": "Refusals"}).status_code == 200
+    empty = {"message": "Dashboard title cannot be empty", "status": "empty-name"}
+    cases = [
+        ({"dashboard": {"uid": "no-title"}}, 400, empty),
+        ({"dashboard": {"uid": "blank-title", "title": "   "}}, 400, empty),
+        ({"dashboard": {"uid": "number-title", "title": 42}}, 400, empty),
+        (
+            {"dashboard": {"uid": "long-title", "title": "t" * 5001}},
+            400,
+            {"message": "Dashboard title cannot contain more than 5 000 characters", "status": "title-too-long"},
+        ),
+        (dash("Bad uid", "bad uid!"), 400, {"message": "uid contains illegal characters"}),
+        (dash("Dotted uid", "bad.uid"), 400, {"message": "uid contains illegal characters"}),
+        (dash("Long uid", "u" * 41), 400, {"message": "uid too long, max 40 characters"}),
+        (dash("Long bad uid", "!" * 41), 400, {"message": "uid contains illegal characters"}),  # checked first
+        (
+            {**dash("Long message", "long-message"), "message": "m" * 501},
+            400,
+            {"message": "message too long, max 500 characters"},
+        ),
+        ({**dash("No folder", "no-folder"), "folderUid": "no-such-folder"}, 400, {"message": "folder not found"}),
+        ({**dash("No folder id", "no-folder-id"), "folderId": 987654}, 400, {"message": "folder not found"}),
+        (
+            {**dash("A folder", "a-folder"), "isFolder": True},
+            400,
+            {"message": "Use folders endpoint for saving folders."},
+        ),
+        (dash("Folder uid", "refusals-folder"), 400, {"message": "Dashboard cannot be changed to a folder"}),
+        (
+            {"dashboard": {"id": 987654, "uid": "", "title": "Unknown id"}},
+            404,
+            {"message": "Dashboard not found", "status": "not-found"},
+        ),
+        ({"dashboard": "not an object"}, 400, {"message": "bad request data"}),
+    ]
+    assert gs.req("DELETE", "/api/standin/stats").status_code == 200
+    for body, status, answer in cases:
+        refused = gs.req("POST", "/api/dashboards/db", json=body)
+        assert (refused.status_code, refused.json()) == (status, answer), body
+    stats = gs.req("GET", "/api/standin/stats").json()
+    assert stats["writes"] == len(cases) and stats["mutations"] == 0
+    for uid in ("no-title", "blank-title", "bad.uid", "u" * 41, "long-message", "no-folder", "a-folder"):
+        assert gs.req("GET", f"/api/dashboards/uid/{uid}").status_code == 404, uid
+    assert gs.req("DELETE", "/api/folders/refusals-folder").status_code == 200
+
+
+def test_dashboard_title_and_uid_are_trimmed_and_short_refresh_raised(gs):
+    """Grafana trims title and uid, and saves a refresh below min_refresh_interval (5s) as 5s."""
+    saved = gs.req("POST", "/api/dashboards/db", json=dash("  Spaced title  ", " spaced-uid ", refresh="1s"))
+    assert saved.status_code == 200 and saved.json()["uid"] == "spaced-uid"
+    model = gs.req("GET", "/api/dashboards/uid/spaced-uid").json()["dashboard"]
+    assert (model["title"], model["uid"], model["refresh"]) == ("Spaced title", "spaced-uid", "5s")
+    for refresh, stored in (("10s", "10s"), ("auto", "auto"), ("", ""), ("not-a-duration", "5s"), ("1h", "1h")):
+        body = {**dash("Spaced title", "spaced-uid", refresh=refresh), "overwrite": True}
+        assert gs.req("POST", "/api/dashboards/db", json=body).status_code == 200
+        assert gs.req("GET", "/api/dashboards/uid/spaced-uid").json()["dashboard"]["refresh"] == stored, refresh
+    assert gs.req("DELETE", "/api/dashboards/uid/spaced-uid").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "answer"),
+    [
+        # apps/folder validateOnCreate and apierrors.ToFolderErrorResponse.
+        ({"uid": "general", "title": "X"}, 400, {"message": "invalid uid for folder provided"}),
+        ({"uid": "sharedwithme", "title": "X"}, 400, {"message": "invalid uid for folder provided"}),
+        ({"uid": "bad uid!", "title": "X"}, 400, {"message": "uid contains illegal characters"}),
+        ({"uid": "f" * 41, "title": "X"}, 400, {"message": "uid too long, max 40 characters"}),
+        ({"uid": "no-title"}, 400, {"message": "folder title cannot be empty"}),
+        ({"uid": "blank-title", "title": "  "}, 400, {"message": "folder title cannot be empty"}),
+        # BuildSaveDashboardCommand: a folder cannot be called General (ErrDashboardFolderNameExists).
+        ({"uid": "general-title", "title": "general"}, 400, {"message": "A folder with that name already exists"}),
+        (
+            {"title": "Orphan", "parentUid": "no-such-parent"},
+            404,
+            {"message": "folder not found", "status": "not-found"},
+        ),
+    ],
+)
+def test_folder_refusals_use_grafanas_status_and_message(gs, body, status, answer):
+    refused = gs.req("POST", "/api/folders", json=body)
+    assert (refused.status_code, refused.json()) == (status, answer)
+    assert all(f["title"] != body.get("title") for f in gs.req("GET", "/api/folders").json() if body.get("title"))
+
+
+def test_datasource_refusals_use_grafanas_status_and_message(gs):
+    """pkg/api/datasources.go AddDataSource/updateDataSourceByID, pkg/services/datasources/service/store.go."""
+    base = {"name": "refusal-ds", "uid": "refusal-ds", "type": "prometheus", "url": "http://127.0.0.1:9090"}
+    assert gs.req("POST", "/api/datasources", json=base).status_code == 200
+    other = {**base, "name": "refusal-other", "uid": "refusal-other"}
+    assert gs.req("POST", "/api/datasources", json=other).status_code == 200
+    invalid_uid = {"message": "Invalid datasource UID.", "messageId": "datasource.uidInvalid", "statusCode": 400}
+    cases = [
+        ("POST", "/api/datasources", {**base, "uid": "new-uid"}, 409,
+         {"message": "data source with the same name already exists"}),
+        ("POST", "/api/datasources", {**base, "name": "new-name"}, 409,
+         {"message": "data source with the same uid already exists"}),
+        ("POST", "/api/datasources", {**base, "name": "bad", "uid": "bad uid!"}, 400, invalid_uid),
+        ("POST", "/api/datasources", {**base, "name": "long", "uid": "d" * 41}, 400, invalid_uid),
+        ("POST", "/api/datasources", {"type": "prometheus"}, 400, {"message": "bad request data"}),
+        ("PUT", "/api/datasources/uid/refusal-ds", {**base, "name": "refusal-other"}, 409,
+         {"message": "Failed to update datasource: data source with the same name already exists"}),
+        ("PUT", "/api/datasources/uid/refusal-ds", {**base, "uid": "refusal-other"}, 500,
+         {"message": "Failed to update datasource"}),
+        ("PUT", "/api/datasources/uid/refusal-ds", {**base, "uid": "bad uid!"}, 400, invalid_uid),
+    ]  # fmt: skip
+    for method, path, body, status, answer in cases:
+        refused = gs.req(method, path, json=body)
+        assert (refused.status_code, refused.json()) == (status, answer), body
+    assert gs.req("GET", "/api/datasources/uid/refusal-ds").json()["version"] == 1  # not changed by the refusals
+    for uid in ("new-uid", "bad uid!", "d" * 41):
+        assert gs.req("GET", f"/api/datasources/uid/{uid}").status_code == 404
+    for uid in ("refusal-ds", "refusal-other"):
+        assert gs.req("DELETE", f"/api/datasources/uid/{uid}").status_code == 200
+
+
+# --------------------------------------------------------------------------- /api/health and the database
+
+
+def test_health_opens_queries_and_writes_the_sqlite_database(package, tmp_path):
+    server = Standin(package["homepath"], tmp_path).start()
+    db_path = server.data / "grafana.db"  # [database] path = grafana.db, relative to the data path
+    try:
+        health = requests.get(server.url + "/api/health", timeout=5)
+        assert health.status_code == 200  # Grafana's EncodePretty body
+        assert health.text == f'{{\n  "commit": "standin",\n  "database": "ok",\n  "version": "{VERSION}"\n}}'
+        assert server.req("POST", "/api/folders", json={"uid": "in-sqlite", "title": "In sqlite"}).status_code == 200
+        with closing(sqlite3.connect(db_path)) as conn:
+            revision, text = conn.execute("SELECT revision, data FROM standin_state WHERE id = 1").fetchone()
+            (checked,) = conn.execute("SELECT checked FROM standin_health WHERE id = 1").fetchone()
+        assert "in-sqlite" in json.loads(text)["folders"] and revision >= 2 and checked  # health wrote its row
+
+        # The file is not a database any more: health 503 "failing", the API 500.
+        saved = db_path.with_name("grafana.db.saved")
+        db_path.rename(saved)
+        db_path.write_bytes(b"not an sqlite database " * 200)
+        failing = requests.get(server.url + "/api/health", timeout=5)
+        assert failing.status_code == 503
+        assert failing.json() == {"commit": "standin", "database": "failing", "version": VERSION}
+        broken = server.req("GET", "/api/folders/in-sqlite")
+        assert broken.status_code == 500 and "file is not a database" in broken.json()["message"]
+        # No file at all: failing, and no empty database is created behind Grafana's back.
+        db_path.unlink()
+        assert requests.get(server.url + "/api/health", timeout=5).status_code == 503
+        assert not db_path.exists()
+        saved.rename(db_path)
+        assert requests.get(server.url + "/api/health", timeout=5).json()["database"] == "ok"
+        assert server.req("GET", "/api/folders/in-sqlite").status_code == 200
+    finally:
+        assert server.stop() == 0
+    assert "database is failing" in server.log.read_text()
+
+
+def test_database_path_and_import_of_an_older_state_file(package, tmp_path):
+    server = Standin(package["homepath"], tmp_path, extra_ini="[database]\ntype = sqlite3\npath = state/custom.db\n")
+    state = standin_module().Store.empty()
+    state["folders"]["from-json"] = {
+        "id": 7, "uid": "from-json", "title": "From JSON", "parentUid": None, "version": 1,
+        "created": "2024-01-01T00:00:00Z", "updated": "2024-01-01T00:00:00Z", "createdBy": "a", "updatedBy": "a",
+    }  # fmt: skip
+    state["next_id"]["dashboard"] = 8
+    server.data.mkdir(parents=True)
+    (server.data / "grafana-standin-state.json").write_text(json.dumps(state))
+    server.start()
+    try:
+        assert server.req("GET", "/api/folders/from-json").json()["title"] == "From JSON"
+        assert (server.data / "state" / "custom.db").is_file() and not (server.data / "grafana.db").exists()
+        assert (server.data / "grafana-standin-state.json.imported").is_file()
+    finally:
+        assert server.stop() == 0
+
+
+class FakeDatabaseServer:
+    """A loopback TCP server that answers like PostgreSQL (SSLRequest: S or N), MySQL (greeting) or not at all."""
+
+    def __init__(self, kind: str, port: int = 0, unix: Path | None = None) -> None:
+        self.kind = kind
+        self.unix = unix
+        if unix is None:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", port))
+            self.port = self.sock.getsockname()[1]
+        else:  # libpq's layout: <directory>/.s.PGSQL.<port>
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(str(unix / f".s.PGSQL.{port or 5432}"))
+            self.port = port or 5432
+        self.sock.listen()
+        self.sock.settimeout(0.1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    if self.kind == "mysql":
+                        conn.sendall(b"\x4a\x00\x00\x00\x0a8.0.36\x00")
+                    elif self.kind.startswith("postgres"):
+                        conn.recv(8)
+                        conn.sendall(b"S" if self.kind == "postgres-ssl" else b"N")
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+        if self.unix is not None:
+            (self.unix / f".s.PGSQL.{self.port}").unlink(missing_ok=True)
+
+    @property
+    def host(self) -> str:
+        return str(self.unix) if self.unix is not None else f"127.0.0.1:{self.port}"
+
+    def dial_error(self) -> str:
+        """What the stand-in reports once this server is gone (Go's dial wording)."""
+        if self.unix is not None:
+            return f"dial unix {self.unix}/.s.PGSQL.{self.port}: connect: no such file or directory"
+        return f"dial tcp 127.0.0.1:{self.port}: connect: connection refused"
+
+
+def database_ini(kind: str, host: str, ssl_mode: str) -> str:
+    # As roles/grafana/templates/grafana.ini.j2 renders [database] for postgres.
+    return (
+        f"[database]\ntype = {kind}\nhost = {host}\nname = grafana\nuser = grafana\n"
+        f'password = """db#pw"""\nssl_mode = {ssl_mode}\n'
+    )
+
+
+DATABASE_SERVERS = {  # kind, what answers, ssl_mode, on a unix socket
+    "postgres-ssl": ("postgres", "postgres-ssl", "require", False),
+    "postgres-without-ssl": ("postgres", "postgres-nossl", "disable", False),
+    "postgres-unix-socket": ("postgres", "postgres-ssl", "verify-full", True),
+    "mysql": ("mysql", "mysql", "disable", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATABASE_SERVERS))
+def test_health_connects_to_the_postgres_or_mysql_server(package, tmp_path, case):
+    kind, server_kind, ssl_mode, unix = DATABASE_SERVERS[case]
+    socket_dir = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp")) if unix else None  # AF_UNIX paths are short
+    db = FakeDatabaseServer(server_kind, unix=socket_dir)
+    server = Standin(package["homepath"], tmp_path, extra_ini=database_ini(kind, db.host, ssl_mode))
+    try:
+        server.start()
+        assert requests.get(server.url + "/api/health", timeout=5).json()["database"] == "ok"
+        assert server.req("POST", "/api/folders", json={"title": "Kept"}).status_code == 200
+        assert (server.data / "grafana-standin.db").is_file() and not (server.data / "grafana.db").exists()
+        db.close()
+        failing = requests.get(server.url + "/api/health", timeout=5)
+        assert failing.status_code == 503
+        assert failing.json() == {"commit": "standin", "database": "failing", "version": VERSION}
+        assert db.dial_error() in server.log.read_text()
+        db = FakeDatabaseServer(server_kind, port=db.port, unix=socket_dir)
+        assert requests.get(server.url + "/api/health", timeout=5).status_code == 200
+    finally:
+        db.close()
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        if server.proc is not None:
+            assert server.stop() == 0
+
+
+STARTUP_DATABASE_FAILURES = {
+    "postgres-unreachable": ("postgres", None, "disable", "dial tcp 127.0.0.1:{port}: connect: connection refused"),
+    "postgres-without-ssl": ("postgres", "postgres-nossl", "require", "pq: SSL is not enabled on the server"),
+    "postgres-silent": ("postgres", "silent", "disable", "did not answer an SSLRequest like a PostgreSQL server"),
+    "mysql-unreachable": ("mysql", None, "disable", "dial tcp 127.0.0.1:{port}: connect: connection refused"),
+    "mysql-silent": ("mysql", "silent", "disable", "did not greet like a MySQL server"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STARTUP_DATABASE_FAILURES))
+def test_startup_fails_when_the_database_server_does_not_answer(package, tmp_path, case):
+    kind, server_kind, ssl_mode, message = STARTUP_DATABASE_FAILURES[case]
+    db = FakeDatabaseServer(server_kind) if server_kind else None
+    port = db.port if db else free_port()
+    server = Standin(package["homepath"], tmp_path, extra_ini=database_ini(kind, f"127.0.0.1:{port}", ssl_mode))
+    try:
+        proc = subprocess.run(server.command(), capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        if db:
+            db.close()
+    assert proc.returncode == 1
+    assert "Service init failed: migration failed (id = create migration_log table): " in proc.stderr
+    assert message.format(port=port) in proc.stderr
+
+
 # --------------------------------------------------------------------------- fidelity: community.grafana modules
+
+
+def write_fidelity_dashboards(tmp_path: Path) -> dict[str, str]:
+    """The dashboard files of the fidelity playbook: {extra var: path}."""
+    dash_v1 = FIXTURES / "grafana_standin_dashboard.json"
+    dash_v2 = tmp_path / "dashboard-v2.json"
+    dash_v2.write_text(json.dumps({**json.loads(dash_v1.read_text()), "refresh": "5m"}))
+    # Numbers Grafana's Go code normalises, written as literals (json.dumps would write 1.0 and 100).
+    dash_numbers = tmp_path / "dashboard-numbers.json"
+    dash_numbers.write_text(
+        '{"uid": "standin-numbers", "title": "Stand-in numbers", "schemaVersion": 39.0, "panels": [{"id": 1.0,'
+        ' "type": "stat", "gridPos": {"h": 8.0, "w": 1.2e1, "x": 0, "y": 0}, "fieldConfig": {"defaults":'
+        ' {"thresholds": {"steps": [{"color": "green", "value": null}, {"color": "red", "value": 0.50}]},'
+        ' "max": 1e2}}}]}'
+    )
+    refused = {
+        "dash_blank_title": {"uid": "standin-blank-title", "title": "   "},
+        "dash_bad_uid": {"uid": "bad.uid", "title": "Stand-in bad uid"},
+        "dash_long_uid": {"uid": "d" * 41, "title": "Stand-in long uid"},
+    }
+    for name, model in refused.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(model))
+    files = {"dash_file": dash_v1, "dash_file_v2": dash_v2, "dash_numbers": dash_numbers}
+    return {name: str(path) for name, path in files.items()} | {
+        name: str(tmp_path / f"{name}.json") for name in refused
+    }
+
+
+def check_refusals_and_numbers(r: dict) -> None:
+    """What the community modules report for what Grafana refuses or normalises."""
+    # Refusals with Grafana's status codes: the modules fail as they do against Grafana, nothing is created.
+    for name in ("folder_uid_general", "folder_uid_illegal", "folder_uid_long", "folder_title_general"):
+        assert r[name]["failed"] is True and r[name]["msg"] == "Grafana folders API answered with HTTP 400", name
+    assert r["ds_uid_taken"]["failed"] is True
+    assert r["ds_uid_taken"]["msg"].startswith("Grafana API answered with HTTP 409 for url /api/datasources")
+    assert r["ds_uid_illegal"]["failed"] is True
+    assert r["ds_uid_illegal"]["msg"].startswith("Grafana API answered with HTTP 400 for url /api/datasources")
+    assert not {"standin-prom-second", "standin-bad-uid"} & {ds["name"] for ds in r["ds_list_after_refusals"]}
+    for name, answer in (
+        ("dash_blank_title", '"message":"Dashboard title cannot be empty","status":"empty-name"'),
+        ("dash_bad_uid", '"message":"uid contains illegal characters"'),
+        ("dash_long_uid", '"message":"uid too long, max 40 characters"'),
+    ):
+        assert r[name]["failed"] is True and "Unable to create the new dashboard" in r[name]["msg"], name
+        assert "'status': 400" in r[name]["msg"] and answer in r[name]["msg"], r[name]["msg"]
+    titles = {hit["title"] for hit in r["dash_search_after_refusals"]}
+    assert "Stand-in numbers" in titles and not {"Stand-in bad uid", "Stand-in long uid"} & titles
+    assert not {hit["uid"] for hit in r["dash_search_after_refusals"]} & {"standin-blank-title", "bad.uid", "d" * 41}
+    # 1.0, 1e2 and 0.50 come back as 1, 100 and 0.5; the module compares with ==, so a re-run is unchanged.
+    assert r["dash_numbers_create"]["changed"] is True and r["dash_numbers_again"]["changed"] is False
+    assert r["stats_dash_numbers_again"]["mutations"] == 0
+    assert r["dash_numbers_absent"]["changed"] is True
 
 
 def test_community_grafana_modules_against_standin(gs, package, tmp_path):
     if not ANSIBLE_PLAYBOOK.exists():
         pytest.skip(f"ansible-playbook not found at {ANSIBLE_PLAYBOOK}")
     token = gs.token("Editor", "fidelity-sa")
-    dash_v1 = FIXTURES / "grafana_standin_dashboard.json"
-    dash_v2 = tmp_path / "dashboard-v2.json"
-    dash_v2.write_text(json.dumps({**json.loads(dash_v1.read_text()), "refresh": "5m"}))
+    dashboards = write_fidelity_dashboards(tmp_path)
     cli_bin = tmp_path / "cli-bin"
     cli_bin.mkdir()
     (cli_bin / "grafana-cli").symlink_to(package["homepath"] / "bin" / "grafana-cli")
@@ -751,13 +1202,12 @@ def test_community_grafana_modules_against_standin(gs, package, tmp_path):
         "gs_url": gs.url,
         "gs_password": ADMIN_PASSWORD,
         "gs_token": token,
-        "dash_file": str(dash_v1),
-        "dash_file_v2": str(dash_v2),
         "export_path": str(tmp_path / "export.json"),
         "result_file": str(results_file),
         "cli_bin_dir": str(cli_bin),
         "plugin_zip": str(package["plugins"] / "mdl-test-panel-1.0.0.zip"),
         "plugins_dir": str(tmp_path / "plugins"),
+        **dashboards,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(
@@ -814,6 +1264,8 @@ def test_community_grafana_modules_against_standin(gs, package, tmp_path):
     assert r["plugin_install"]["changed"] is True and r["plugin_install"]["version"] is None
     assert r["plugin_again"]["changed"] is False
     assert r["plugin_absent"]["changed"] is True
+
+    check_refusals_and_numbers(r)
 
     # Cleanup through the modules.
     assert r["ds_absent"]["changed"] is True and r["ds_absent_again"]["changed"] is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import FIXTURES, REPO_ROOT
 
 PROM_AUTH = {"username": "prom-user", "password": "prom-secret"}
 AM_AUTH = {"username": "am-user", "password": "am-secret"}
@@ -103,11 +104,19 @@ def test_top_level_keys(full):
 
 def test_global_section(full):
     assert full["global"] == {
-        "scrape_interval": "15s",
+        "scrape_interval": "30s",
         "scrape_timeout": "10s",
         "evaluation_interval": "15s",
         "external_labels": {"cluster": "unit-cluster", "environment": "unit-test"},
     }
+
+
+def test_inventory_outranks_role_defaults(full):
+    """The render ranks variables as a real run does: the inventory's value wins over the role default."""
+    defaults = yaml.safe_load((REPO_ROOT / "roles/prometheus/defaults/main.yml").read_text())
+    inventory = yaml.safe_load((FIXTURES / "inventory.yml").read_text())["all"]["vars"]
+    assert inventory["prometheus_scrape_interval"] != defaults["prometheus_scrape_interval"]
+    assert full["global"]["scrape_interval"] == inventory["prometheus_scrape_interval"]
 
 
 def test_rule_files(full):

@@ -16,3 +16,15 @@ def secrets():
 @pytest.fixture(scope="session")
 def scenario_hosts():
     return sandbox.molecule_hosts()
+
+
+@pytest.fixture(scope="session")
+def expected(tmp_path_factory):
+    """Per host, what the inventory and the role variables say (tests/expected.yml)."""
+    return sandbox.expected_state(tmp_path_factory.mktemp("expected") / "expected.json")
+
+
+@pytest.fixture
+def want(host, expected):
+    """The expectations of the host under test."""
+    return expected[host.backend.get_hostname()]

@@ -26,19 +26,30 @@ Command line
     triple quotes (``\"\"\"p#ss\"\"\"``). Keys read: [paths] data, logs, plugins,
     provisioning; [server] protocol (http|https), http_addr, http_port,
     domain, root_url, serve_from_sub_path, cert_file, cert_key; [database]
-    type (sqlite3|mysql|postgres; the stand-in never connects to a database),
-    path; [security] admin_user, admin_password, admin_email; [users]
-    allow_sign_up; [auth.anonymous] enabled, org_role; [dashboards]
-    versions_to_keep; [metrics] enabled, basic_auth_*; [plugins]
+    type (sqlite3|mysql|postgres), path, host, ssl_mode; [security]
+    admin_user, admin_password, admin_email; [users] allow_sign_up;
+    [auth.anonymous] enabled, org_role; [dashboards] versions_to_keep,
+    min_refresh_interval; [metrics] enabled, basic_auth_*; [plugins]
     allow_loading_unsigned_plugins. Bad configuration (unparsable file,
     invalid port, unknown database type, missing ``$__file`` target, port
-    in use, invalid provisioning file) exits with status 1 and a message on
-    stderr. SIGTERM/SIGINT stop the server cleanly with status 0. Logs go to
-    stdout in Grafana's logfmt style.
+    in use, invalid provisioning file, a database server that does not
+    answer) exits with status 1 and a message on stderr. SIGTERM/SIGINT stop
+    the server cleanly with status 0. Logs go to stdout in Grafana's logfmt
+    style.
 
     State (folders, dashboards with their version history, data sources,
-    users, service accounts and token hashes) is kept as JSON in
-    ``<paths.data>/grafana-standin-state.json`` and survives restarts. As in
+    users, service accounts and token hashes) is one JSON document in a
+    sqlite database and survives restarts: with ``[database] type = sqlite3``
+    (the default) the database is Grafana's own ``path`` (``grafana.db``,
+    relative to the data path), read on every request and written on every
+    change, so a broken database fails the API (500) and ``/api/health``
+    (503, ``"database": "failing"``). With postgres or mysql the stand-in
+    keeps its state in ``<paths.data>/grafana-standin.db`` but really
+    connects to ``host`` (host:port) at startup (exit 1, as Grafana's first
+    migration would) and on every ``/api/health``: a PostgreSQL server must
+    answer an SSLRequest (and do SSL when ``ssl_mode`` is require or
+    verify-*), a MySQL server must send its greeting. The JSON state file of
+    earlier stand-ins (``grafana-standin-state.json``) is imported once. As in
     Grafana, ``admin_user``/``admin_password`` are used only when the admin
     user is first created (empty state); later changes of the ini do not
     change the password (use ``grafana cli admin reset-admin-password``).
@@ -95,6 +106,31 @@ JSON files are not expanded.
 HTTP API (JSON, Grafana's documented shapes and codes)
 ======================================================
 
+JSON is read and written as Grafana's Go code does (see "Go JSON" below):
+dashboard models and data source jsonData are held as Go maps, so numbers
+come back as float64 (``1.0`` -> ``1``, ``1e2`` -> ``100``, ``0.50`` ->
+``0.5``, ``1e21`` -> ``1e+21``, integers beyond 2**53 rounded) and keys
+sorted; NaN, Infinity and numbers beyond float64 are "bad request data".
+
+Refused as Grafana refuses, with its status codes and messages: dashboards
+(pkg/services/dashboards/errors.go, BuildSaveDashboardCommand): empty or
+blank title 400 ``Dashboard title cannot be empty``, title over 5000
+characters, message over 500, uid not ``^[a-zA-Z0-9_-]*$`` 400 ``uid
+contains illegal characters`` (checked before) uid over 40 characters 400
+``uid too long, max 40 characters``, unknown folderUid or folderId 400
+``folder not found`` (apierrors.ToDashboardErrorResponse), ``isFolder`` 400,
+the uid of a folder 400 ``Dashboard cannot be changed to a folder``, unknown
+id 404, version mismatch and same title in the folder 412, provisioned 400;
+title and uid are trimmed, a refresh below ``min_refresh_interval`` (5s) is
+saved as that minimum. Folders (apps/folder validateOnCreate,
+ToFolderErrorResponse): uid general/sharedwithme 400 ``invalid uid for
+folder provided``, the dashboard uid rules, empty title 400, title General
+400, unknown parent 404, same uid 409. Data sources (pkg/api/datasources.go):
+taken name 409 ``data source with the same name already exists`` (on update
+prefixed ``Failed to update datasource: ``), taken uid 409 on create (500 on
+update), invalid uid 400 ``Invalid datasource UID.`` (failWrongDSUID, the
+default since Grafana 12), read-only 403.
+
 Authentication: ``Authorization: Basic`` with the admin user (or user
 ``api_key`` and a token as password), or ``Authorization: Bearer <service
 account token>``. Failures are 401 with Grafana's bodies (``Invalid username
@@ -121,18 +157,22 @@ from __future__ import annotations
 
 import base64
 import copy
+import decimal
 import hashlib
 import hmac
 import io
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import string
+import struct
 import sys
 import threading
 import time
@@ -142,6 +182,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -150,7 +191,9 @@ STANDIN_NAME = "Grafana stand-in"
 STANDIN_TAG = "tests/standins/grafana; not Grafana"
 DEFAULT_VERSION = "11.3.0"
 STANDIN_COMMIT = "standin"
-STATE_FILE = "grafana-standin-state.json"
+# State lives in the sqlite database of [database] (type sqlite3), else in this file of the data path.
+STATE_DB = "grafana-standin.db"
+LEGACY_STATE_FILE = "grafana-standin-state.json"  # earlier stand-ins kept their state here; imported once
 STATE_FORMAT = 1
 ORG_ID = 1
 ORG_NAME = "Main Org."
@@ -205,6 +248,144 @@ def hash_password(password: str, salt: str) -> str:
 
 def truthy(value: str | None) -> bool:
     return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def go_int(value: object) -> int:
+    """simplejson's MustInt64 of a JSON value: integral numbers (int or float64), else 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return int(value)
+
+
+# --------------------------------------------------------------------------- Go JSON
+#
+# Grafana is a Go program. Routing dashboards through its Kubernetes-style API
+# (feature toggle kubernetesClientDashboardsFolders, "default on by G12" says
+# Grafana's pkg/tests/apis/openapi_test.go) decodes the dashboard model with encoding/json into map[string]any
+# (pkg/apimachinery/apis/common/v0alpha1/unstructured.go): every number becomes a
+# float64 and every object a Go map, and encoding/json writes it back with
+# sorted keys and Go's float64 format. So a dashboard saved with 1.0, 1e2 or
+# 0.50 reads back as 1, 100 and 0.5, integers beyond 2**53 lose precision, and
+# NaN, Infinity or numbers beyond float64 are refused. The older path
+# (simplejson with UseNumber) keeps number literals as written; the stand-in
+# follows the stricter, normalising one for dashboards and data source jsonData.
+
+
+class GoJSONError(ValueError):
+    pass
+
+
+def go_float(value: float) -> str:
+    """A float64 as Go's encoding/json writes it.
+
+    strconv.FormatFloat(x, 'f', -1, 64) for 1e-6 <= |x| < 1e21, else 'e' with the
+    exponent cleaned up as encoding/json does (1e-07 -> 1e-7); shortest digits
+    that read back as the same float64 (Python's repr has the same digits).
+    """
+    if math.isnan(value) or math.isinf(value):
+        raise GoJSONError(f"json: unsupported value: {value}")
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digit_tuple, exponent = decimal.Decimal(repr(value)).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    if 1e-6 <= abs(value) < 1e21:
+        if exponent >= 0:
+            text = digits + "0" * exponent
+        elif -exponent < len(digits):
+            text = digits[:exponent] + "." + digits[exponent:]
+        else:
+            text = "0." + "0" * (-exponent - len(digits)) + digits
+    else:
+        power = exponent + len(digits) - 1
+        text = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        text += f"e-{-power}" if power < 0 else f"e+{power:02d}"
+    return ("-" if sign else "") + text
+
+
+_GO_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def go_string(text: str) -> str:
+    """A string as encoding/json writes it: UTF-8, <, > and & escaped, invalid UTF-16 as U+FFFD."""
+    if not text.isascii():
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    out = json.dumps(text, ensure_ascii=False)
+    if any(c in out for c in _GO_HTML_ESCAPES):
+        out = "".join(_GO_HTML_ESCAPES.get(c, c) for c in out)
+    return out
+
+
+def go_dumps(value: object) -> str:
+    """Compact JSON as encoding/json writes it (dicts keep their order: structs, or maps sorted by go_model)."""
+    kind = type(value)
+    if kind is str:
+        return go_string(value)  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return go_float(value)  # type: ignore[arg-type]
+    if kind is dict:
+        items = value.items()  # type: ignore[union-attr]
+        return "{" + ",".join(go_string(str(k)) + ":" + go_dumps(v) for k, v in items) + "}"
+    if kind in (list, tuple):
+        return "[" + ",".join(go_dumps(v) for v in value) + "]"  # type: ignore[union-attr]
+    raise TypeError(f"cannot encode {kind.__name__} as JSON")
+
+
+def _go_constant(name: str) -> object:
+    raise GoJSONError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _go_number(text: str) -> object:
+    """An int (exact, for the stand-in's own fields) or float, refused when it does not fit a float64."""
+    value = int(text) if text.lstrip("-").isdigit() else float(text)
+    try:
+        if math.isinf(float(value)):
+            raise OverflowError
+    except OverflowError:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise GoJSONError(f"json: cannot unmarshal number {shown} into Go value of type float64") from None
+    return value
+
+
+def go_loads(raw: str | bytes) -> object:
+    """JSON as Go's encoding/json reads it: NaN, Infinity and numbers beyond float64 are errors."""
+    return json.loads(raw, parse_constant=_go_constant, parse_float=_go_number, parse_int=_go_number)
+
+
+def go_model(value: object) -> object:
+    """A JSON value as Grafana holds it in a map[string]any: numbers float64, object keys sorted."""
+    kind = type(value)
+    if kind is dict:
+        return {str(k): go_model(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}  # type: ignore[union-attr]
+    if kind in (list, tuple):
+        return [go_model(v) for v in value]  # type: ignore[union-attr]
+    if kind is int:
+        return float(value)  # type: ignore[arg-type]
+    return value
+
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GRAFANA_DURATION_UNITS = {"d": 86400, "w": 7 * 86400, "M": 30 * 86400, "y": 365 * 86400}
+_GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def grafana_duration(text: str) -> float | None:
+    """Seconds of a Grafana duration (gtime.ParseDuration: 5s, 1h30m, 2d, 1w, 1M, 1y), None when invalid."""
+    match = re.fullmatch(r"(\d+)([dwMy])", text)
+    if match:
+        return int(match.group(1)) * _GRAFANA_DURATION_UNITS[match.group(2)]
+    body = text.lstrip("+-")
+    if body == "0":
+        return 0.0
+    if not body or _GO_DURATION_PART.sub("", body):
+        return None
+    total = sum(float(n) * _GO_DURATION_UNITS[u] for n, u in _GO_DURATION_PART.findall(body))
+    return -total if text.startswith("-") else total
 
 
 class Logger:
@@ -401,12 +582,32 @@ class Config:
 # --------------------------------------------------------------------------- state
 
 
+class DatabaseError(Exception):
+    pass
+
+
+_STATE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS standin_state ("
+    "id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL, data TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS standin_health (id INTEGER PRIMARY KEY CHECK (id = 1), checked TEXT NOT NULL)",
+)
+
+
 class Store:
+    """The stand-in's state: one JSON document in a sqlite database (table standin_state).
+
+    Every request reads the revision (and the document when another process,
+    ``grafana cli``, changed it) and every change writes the document back, so a
+    database that cannot be read or written fails the API as it would in Grafana.
+    The journal mode stays DELETE: ``grafana cli`` run as root must not leave
+    root-owned -wal/-shm files the server's user cannot open.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.RLock()
         self.data: dict = {}
-        self._stamp: tuple[int, int] | None = None
+        self.revision: int | None = None
 
     @staticmethod
     def empty() -> dict:
@@ -421,59 +622,181 @@ class Store:
             "tokens": {},
         }
 
-    def _stat(self) -> tuple[int, int] | None:
+    def connect(self, create: bool = False) -> sqlite3.Connection:
+        """A new connection; without ``create`` a missing database file is an error, not a new empty one."""
+        uri = "file:" + urllib.parse.quote(str(self.path)) + ("?mode=rwc" if create else "?mode=rw")
         try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+            return sqlite3.connect(uri, uri=True, timeout=10)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open the database {self.path}: {exc}") from exc
 
-    def load(self) -> bool:
-        """Load the state file; return False when it did not exist."""
+    def _use(self, row: tuple[int, str] | None) -> None:
+        if row is None:
+            raise DatabaseError(f"the database {self.path} holds no stand-in state (table standin_state is empty)")
+        revision, text = row
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DatabaseError(f"the stand-in state in {self.path} is not JSON: {exc}") from exc
+        if data.get("format") != STATE_FORMAT:
+            raise DatabaseError(f"the stand-in state in {self.path} has unknown format {data.get('format')!r}")
+        self.data, self.revision = data, revision
+
+    def load(self, create: bool = True, legacy: Path | None = None) -> bool:
+        """Open the database (created with ``create``) and read the state; False when it had none yet.
+
+        ``legacy`` is the JSON state file of earlier stand-ins, imported when the database is new.
+        """
         with self.lock:
-            if not self.path.exists():
-                self.data = self.empty()
-                return False
             try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"cannot read stand-in state {self.path}: {exc}") from exc
-            if data.get("format") != STATE_FORMAT:
-                raise ConfigError(f"stand-in state {self.path} has unknown format {data.get('format')!r}")
-            self.data = data
-            self._stamp = self._stat()
-            return True
+                if create:  # as Grafana's sqlstore, which creates the directory of [database] path
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                with closing(self.connect(create)) as conn, conn:
+                    for statement in _STATE_SCHEMA:
+                        conn.execute(statement)
+                    row = conn.execute("SELECT revision, data FROM standin_state WHERE id = 1").fetchone()
+            except (OSError, sqlite3.Error) as exc:
+                raise DatabaseError(f"cannot use the database {self.path}: {exc}") from exc
+            if row is not None:
+                self._use(row)
+                return True
+            self.data, self.revision = self.empty(), None
+            if legacy is not None and legacy.is_file():
+                try:
+                    self._use((0, legacy.read_text(encoding="utf-8")))
+                except (OSError, DatabaseError) as exc:
+                    raise DatabaseError(f"cannot import the stand-in state {legacy}: {exc}") from exc
+                self.revision = None
+                self.save()
+                try:
+                    legacy.rename(legacy.with_name(legacy.name + ".imported"))
+                except OSError as exc:
+                    raise DatabaseError(f"imported {legacy} but cannot rename it: {exc.strerror or exc}") from exc
+                return True
+            return False
 
     def refresh(self) -> None:
-        """Reload when another process (grafana cli) changed the file."""
+        """Read the state again when another process (grafana cli) changed it."""
         with self.lock:
-            stamp = self._stat()
-            if stamp is not None and stamp != self._stamp:
-                self.load()
+            try:
+                with closing(self.connect()) as conn:
+                    row = conn.execute("SELECT revision FROM standin_state WHERE id = 1").fetchone()
+                    if row is None or row[0] != self.revision:
+                        self._use(conn.execute("SELECT revision, data FROM standin_state WHERE id = 1").fetchone())
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot read the database {self.path}: {exc}") from exc
 
     def save(self) -> None:
         with self.lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            owner = None
+            text = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
             try:
-                st = self.path.stat()
-                owner = (st.st_uid, st.st_gid)
-            except OSError:
-                pass
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.data, fh, indent=1, sort_keys=True)
-            # `grafana cli` run as root must not take the file away from the server's user.
-            if owner is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
-                os.chown(tmp, *owner)
-            os.replace(tmp, self.path)
-            self._stamp = self._stat()
+                with closing(self.connect(create=self.revision is None)) as conn, conn:
+                    conn.execute(
+                        "INSERT INTO standin_state (id, revision, data) VALUES (1, 1, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET revision = revision + 1, data = excluded.data",
+                        (text,),
+                    )
+                    self.revision = conn.execute("SELECT revision FROM standin_state WHERE id = 1").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot write the database {self.path}: {exc}") from exc
+
+    def check(self) -> str | None:
+        """Why the database is not usable (it must answer SELECT 1, hold the state and take a write), or None."""
+        try:
+            with closing(self.connect()) as conn, conn:
+                conn.execute("SELECT 1").fetchone()
+                if conn.execute("SELECT revision FROM standin_state WHERE id = 1").fetchone() is None:
+                    return f"the database {self.path} holds no stand-in state"
+                conn.execute(
+                    "INSERT INTO standin_health (id, checked) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET checked = excluded.checked",
+                    (now_iso(),),
+                )
+        except (sqlite3.Error, DatabaseError) as exc:
+            return str(exc)
+        return None
 
     def next_id(self, kind: str) -> int:
         value = self.data["next_id"][kind]
         self.data["next_id"][kind] = value + 1
         return value
+
+
+class Database:
+    """[database] of grafana.ini: where the state is kept and what /api/health probes.
+
+    sqlite3: the state is kept in ``path`` (relative to the data path), which
+    /api/health opens and queries. postgres and mysql: the stand-in does not
+    speak their protocols, it keeps its state in ``<data>/grafana-standin.db``,
+    and /api/health (and startup) really connects to ``host`` (host:port) and
+    checks that a PostgreSQL server answers an SSLRequest (refused with
+    ``ssl_mode`` require/verify-* when it does not do SSL), or that a MySQL
+    server sends its protocol-10 greeting.
+    """
+
+    def __init__(self, cfg: Config, data_dir: Path) -> None:
+        self.type = cfg.get("database", "type", "sqlite3") or "sqlite3"
+        if self.type not in ("sqlite3", "mysql", "postgres"):
+            raise ConfigError(f"unknown database type: {self.type!r} (Grafana supports sqlite3, mysql and postgres)")
+        self.host, self.port = "", 0
+        self.ssl_mode = cfg.get("database", "ssl_mode", "disable") or "disable"
+        if self.type == "sqlite3":
+            path = Path(cfg.get("database", "path", "grafana.db") or "grafana.db")
+            self.path = path if path.is_absolute() else data_dir / path
+            return
+        self.path = data_dir / STATE_DB
+        host = cfg.get("database", "host", "127.0.0.1:3306") or "127.0.0.1"
+        name, sep, port = host.rpartition(":")
+        if not sep or "]" in port or (":" in name and not name.startswith("[")):
+            name, port = host, ""
+        if port and not port.isdigit():
+            raise ConfigError(f"[database] host {host!r}: invalid port {port!r}")
+        if host.startswith("/"):
+            name, port = host, ""
+        self.host = name.strip("[]") or "127.0.0.1"
+        self.port = int(port) if port else {"postgres": 5432, "mysql": 3306}[self.type]
+
+    def describe(self) -> str:
+        return str(self.path) if self.type == "sqlite3" else f"{self.type} at {self.host}:{self.port}"
+
+    def probe(self, timeout: float = 2.0) -> str | None:
+        """Why the postgres/mysql server is not usable, or None (connection errors in Go's dial wording)."""
+        address = f"{self.host}:{self.port}"
+        try:
+            if self.host.startswith("/"):  # a unix socket: libpq's directory, or MySQL's socket file
+                address = f"{self.host}/.s.PGSQL.{self.port}" if self.type == "postgres" else self.host
+                sock = socket.socket(socket.AF_UNIX)
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(address)
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except OSError as exc:
+            reason = "i/o timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+            return f"dial {'unix' if self.host.startswith('/') else 'tcp'} {address}: connect: {reason}"
+        with sock:
+            try:
+                if self.type == "postgres":
+                    sock.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
+                    answer = sock.recv(1)
+                else:
+                    answer = sock.recv(5)  # the server speaks first: packet header, protocol version 10
+            except OSError as exc:
+                answer = f"no answer: {exc.strerror or exc}".encode()
+        if self.type == "mysql":
+            if len(answer) < 5 or answer[4] != 10:
+                return f"{address} did not greet like a MySQL server (protocol 10): {answer!r}"
+        elif answer not in (b"S", b"N"):
+            return f"{address} did not answer an SSLRequest like a PostgreSQL server: {answer!r}"
+        elif answer == b"N" and self.ssl_mode in ("require", "verify-ca", "verify-full"):
+            return "pq: SSL is not enabled on the server"
+        return None
+
+    def check(self, store: Store) -> str | None:
+        return store.check() if self.type == "sqlite3" else self.probe()
 
 
 class ApiError(Exception):
@@ -503,7 +826,9 @@ class App:
         self.logs_dir = cfg.path("paths", "logs", "data/log")
         self.plugins_dir = cfg.path("paths", "plugins", "data/plugins")
         self.provisioning_dir = cfg.path("paths", "provisioning", "conf/provisioning")
-        self.store = Store(self.data_dir / STATE_FILE)
+        self.database = Database(cfg, self.data_dir)
+        self.store = Store(self.database.path)
+        self.min_refresh = cfg.get("dashboards", "min_refresh_interval", "5s")
         root_url = cfg.get("server", "root_url") or "http://localhost:3000/"
         self.sub_path = urllib.parse.urlparse(root_url).path.rstrip("/")
         self.serve_from_sub_path = truthy(cfg.get("server", "serve_from_sub_path"))
@@ -542,9 +867,6 @@ class App:
     # ----------------------------------------------------------------- startup
 
     def start(self) -> None:
-        dbtype = self.cfg.get("database", "type", "sqlite3")
-        if dbtype not in ("sqlite3", "mysql", "postgres"):
-            raise ConfigError(f"unknown database type: {dbtype!r} (Grafana supports sqlite3, mysql and postgres)")
         for directory in (self.data_dir, self.logs_dir, self.plugins_dir):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -552,19 +874,24 @@ class App:
                 raise ConfigError(f"failed to create directory {directory}: {exc.strerror or exc}") from exc
         if not os.access(self.data_dir, os.W_OK):
             raise ConfigError(f"data directory {self.data_dir} is not writable")
-        existed = self.store.load()
-        if dbtype == "sqlite3":
-            self.console.info("sqlstore", "Connecting to DB", dbtype=dbtype, standin_state=str(self.store.path))
-        else:
+        database = self.database
+        self.console.info("sqlstore", "Connecting to DB", dbtype=database.type, database=database.describe())
+        if database.type != "sqlite3":
+            problem = database.probe()
+            if problem:
+                # What Grafana says when its first migration cannot reach the database.
+                raise ConfigError(f"Service init failed: migration failed (id = create migration_log table): {problem}")
+        try:
+            existed = self.store.load(legacy=self.data_dir / LEGACY_STATE_FILE)
+            if not existed or not self.store.data["users"]:
+                self._create_admin()
+            self.store.save()
+        except DatabaseError as exc:
+            raise ConfigError(f"Service init failed: {exc}") from exc
+        if database.type != "sqlite3":
             self.console.info(
-                "sqlstore",
-                "stand-in does not connect to a database; state is kept in the data path",
-                dbtype=dbtype,
-                standin_state=str(self.store.path),
+                "sqlstore", "stand-in state kept in a sqlite file", dbtype=database.type, path=str(self.store.path)
             )
-        if not existed or not self.store.data["users"]:
-            self._create_admin()
-        self.store.save()
         self._load_plugins()
         try:
             self.provision_datasources()
@@ -693,6 +1020,14 @@ class App:
                 "Datasource provisioning error: datasource.yaml config is invalid. "
                 "Only one datasource per organization can be marked as default"
             )
+        prepared = []
+        for item in to_apply:
+            try:
+                prepared.append((item, self._ds_fields(item, None, provisioning=True)))
+            except ApiError as exc:
+                raise ProvisioningError(
+                    f"Datasource provisioning error: datasource {item['name']}: {exc.body.get('message')}"
+                ) from exc
         with self.store.lock:
             self.store.refresh()
             dss = self.store.data["datasources"]
@@ -703,9 +1038,8 @@ class App:
                         self.console.info(
                             "provisioning.datasources", "deleted datasource based on configuration", name=name
                         )
-            for item in to_apply:
+            for item, fields in prepared:
                 existing = next((ds for ds in dss.values() if ds["name"] == item["name"]), None)
-                fields = self._ds_fields(item, existing, provisioning=True)
                 fields["readOnly"] = not bool(item.get("editable", False))
                 fields["provisioned"] = True
                 if existing is None:
@@ -790,7 +1124,7 @@ class App:
         for file_path, path in files.items():
             try:
                 raw = path.read_bytes()
-                data = json.loads(raw.decode("utf-8"))
+                data = go_loads(raw.decode("utf-8"))
             except (OSError, ValueError) as exc:
                 self.console.error(
                     "provisioning.dashboard", "failed to load dashboard from file", file=file_path, error=str(exc)
@@ -965,29 +1299,39 @@ class App:
         message: str,
         provisioned: dict | None = None,
     ) -> dict:
-        """Create or update a dashboard with Grafana's validation and version rules."""
-        data = copy.deepcopy(dashboard)
+        """Create or update a dashboard with Grafana's validation and version rules.
+
+        The checks and their order follow BuildSaveDashboardCommand and
+        ValidateDashboardBeforeSave (pkg/services/dashboards/service/dashboard_service.go),
+        the messages pkg/services/dashboards/errors.go, the status codes
+        apierrors.ToDashboardErrorResponse (an unknown folder is 400 "folder not found").
+        """
+        data: dict = go_model(dashboard)  # type: ignore[assignment]
         title = data.get("title")
-        if not isinstance(title, str) or not title.strip():
+        title = title.strip() if isinstance(title, str) else ""
+        if not title:
             raise err(400, "Dashboard title cannot be empty", status="empty-name")
         if len(title) > 5000:
             raise err(400, "Dashboard title cannot contain more than 5 000 characters", status="title-too-long")
+        data["title"] = title
         uid = data.get("uid") or ""
         if not isinstance(uid, str):
             raise err(400, "bad request data")
-        if len(uid) > 40:
-            raise err(400, "uid too long, max 40 characters")
-        if not UID_RE.match(uid):
-            raise err(400, "uid contains illegal characters")
+        uid = uid.strip()
         if len(message or "") > 500:
             raise err(400, "message too long, max 500 characters")
-        raw_id = data.get("id")
-        dash_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else 0
-        raw_version = data.get("version")
-        version = raw_version if isinstance(raw_version, int) and not isinstance(raw_version, bool) else 0
+        if not UID_RE.match(uid):
+            raise err(400, "uid contains illegal characters")
+        if len(uid) > 40:
+            raise err(400, "uid too long, max 40 characters")
+        self._min_refresh(data)
+        dash_id = go_int(data.get("id"))
+        version = go_int(data.get("version"))
         dashboards = self.store.data["dashboards"]
         if folder_uid and folder_uid not in self.store.data["folders"]:
-            raise err(404, "Folder not found")
+            raise err(400, "folder not found")
+        if uid and uid in self.store.data["folders"]:
+            raise err(400, "Dashboard cannot be changed to a folder")
 
         existing = None
         if dash_id > 0:
@@ -1041,9 +1385,8 @@ class App:
             if existing["uid"] != uid:
                 del dashboards[existing["uid"]]
         record["version"] = record["version"] + 1
-        data["id"] = record["id"]
-        data["uid"] = uid
-        data["version"] = record["version"]
+        data.update(id=record["id"], uid=uid, version=record["version"])
+        data = dict(sorted(data.items()))  # a Go map: keys sorted
         record.update(
             {
                 "uid": uid,
@@ -1061,6 +1404,22 @@ class App:
         ][-self.versions_to_keep :]
         dashboards[uid] = record
         return record
+
+    def _min_refresh(self, data: dict) -> None:
+        """Grafana saves a refresh below [dashboards] min_refresh_interval (or unparsable) as that minimum."""
+        minimum = grafana_duration(self.min_refresh) if self.min_refresh else None
+        refresh = data.get("refresh")
+        if minimum is None or not isinstance(refresh, str) or refresh in ("", "auto"):
+            return
+        seconds = grafana_duration(refresh)
+        if seconds is None or seconds < minimum:
+            self.console.warn(
+                "dashboard-service",
+                "Changing refresh interval for imported dashboard to minimum refresh interval",
+                dashboardUid=data.get("uid") or "",
+                minRefreshInterval=self.min_refresh,
+            )
+            data["refresh"] = self.min_refresh
 
     def dashboard_meta(self, dash: dict, ident: dict) -> dict:
         can_edit = ROLE_RANK.get(ident["role"], 0) >= ROLE_RANK["Editor"]
@@ -1112,6 +1471,7 @@ class App:
         secure = body.get("secureJsonData") or {}
         if not isinstance(json_data, dict) or not isinstance(secure, dict):
             raise err(400, "bad request data")
+        json_data = go_model(json_data)  # simplejson map: numbers float64, keys sorted
         hashes = dict(existing["secureJsonData"]) if existing and not provisioning else {}
         for key, value in secure.items():
             if not isinstance(value, str):
@@ -1119,8 +1479,11 @@ class App:
             hashes[key] = sha256_hex(value)
         uid = text("uid")
         if len(uid) > 40 or not UID_RE.match(uid):
-            raise err(
-                400, "Failed to add datasource: invalid UID for datasource provided", messageId="datasource.invalidUID"
+            # util.ValidateUID with feature toggle failWrongDSUID (on by default since Grafana 12):
+            # datasources.ErrDataSourceUIDInvalid, an errutil.ValidationFailed error.
+            raise ApiError(
+                400,
+                {"message": "Invalid datasource UID.", "messageId": "datasource.uidInvalid", "statusCode": 400},
             )
         return {
             "uid": uid,
@@ -1139,12 +1502,17 @@ class App:
         }
 
     def _ds_unique(self, fields: dict, ignore: dict | None) -> None:
+        """pkg/api/datasources.go: 409 for a taken name (on update prefixed "Failed to update datasource: ")
+        or, on create, a taken uid; a taken uid on update is the database's unique index failing (500)."""
         for ds in self.store.data["datasources"].values():
             if ignore is not None and ds["id"] == ignore["id"]:
                 continue
             if ds["name"] == fields["name"]:
-                raise err(409, "data source with the same name already exists")
+                prefix = "" if ignore is None else "Failed to update datasource: "
+                raise err(409, prefix + "data source with the same name already exists")
             if fields["uid"] and ds["uid"] == fields["uid"]:
+                if ignore is not None:
+                    raise err(500, "Failed to update datasource")
                 raise err(409, "data source with the same uid already exists")
 
     def _ds_default(self, target: dict) -> None:
@@ -1343,7 +1711,7 @@ class Handler(BaseHTTPRequestHandler):
         elif isinstance(body, str):
             payload = body.encode("utf-8")
         else:
-            payload = json.dumps(body).encode("utf-8")
+            payload = go_dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -1362,8 +1730,8 @@ class Handler(BaseHTTPRequestHandler):
         if not raw.strip():
             return {}
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = go_loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # GoJSONError included: Go's decoder refuses it too
             raise err(400, "bad request data") from exc
         if not isinstance(data, dict):
             raise err(400, "bad request data")
@@ -1396,13 +1764,19 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if route_name is None:
                 raise err(405 if known_path else 404, "Method Not Allowed" if known_path else "Not found")
-            with app.store.lock:
-                app.store.refresh()
-                status, body = getattr(self, "h_" + route_name)(**params)
-                if self.mutated:
-                    app.store.save()
+            if route_name == "health":  # probes the database itself, without the state
+                status, body = self.h_health()
+            else:
+                with app.store.lock:
+                    app.store.refresh()
+                    status, body = getattr(self, "h_" + route_name)(**params)
+                    if self.mutated:
+                        app.store.save()
         except ApiError as exc:
             status, body = exc.status, exc.body
+        except DatabaseError as exc:
+            app.console.error("sqlstore", "Database error", path=path, error=str(exc))
+            status, body = 500, {"message": f"database error (stand-in): {exc}"}
         except Exception as exc:
             app.console.error("context", "Request error", path=path, error=repr(exc))
             status, body = 500, {"message": "Internal server error (stand-in)"}
@@ -1558,11 +1932,17 @@ class Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- misc endpoints
 
-    def h_health(self) -> tuple[int, dict]:
+    def h_health(self) -> tuple[int, str]:
+        """Grafana's /api/health (pkg/api/health.go): 503 and database "failing" when the database query fails.
+
+        Grafana caches the answer for 5 s; the stand-in checks on every request.
+        """
         app = self.app
-        ok = os.access(app.data_dir, os.W_OK) and app.store.path.exists()
-        body = {"commit": STANDIN_COMMIT, "database": "ok" if ok else "failing", "version": app.version}
-        return (200 if ok else 503), body
+        problem = app.database.check(app.store)
+        if problem:
+            app.console.warn("health", "database is failing", dbtype=app.database.type, error=problem)
+        body = {"commit": STANDIN_COMMIT, "database": "failing" if problem else "ok", "version": app.version}
+        return (503 if problem else 200), json.dumps(body, indent=2, sort_keys=True)  # Grafana's EncodePretty
 
     def h_frontend_settings(self) -> tuple[int, dict]:
         ident = self.identity()
@@ -1838,6 +2218,8 @@ class Handler(BaseHTTPRequestHandler):
         dashboard = body.get("dashboard")
         if not isinstance(dashboard, dict):
             raise err(400, "bad request data")
+        if body.get("isFolder"):
+            raise err(400, "Use folders endpoint for saving folders.")
         folder_uid = body.get("folderUid")
         if folder_uid in (None, ""):
             folder_id = body.get("folderId")
@@ -1845,7 +2227,7 @@ class Handler(BaseHTTPRequestHandler):
             if isinstance(folder_id, int) and not isinstance(folder_id, bool) and folder_id > 0:
                 folder = app.folder_by_id(folder_id)
                 if folder is None:
-                    raise err(404, "Folder not found")
+                    raise err(400, "folder not found")
                 folder_uid = folder["uid"]
         elif not isinstance(folder_uid, str):
             raise err(400, "bad request data")
@@ -1933,14 +2315,24 @@ class Handler(BaseHTTPRequestHandler):
         app = self.app
         body = self.json_body()
         title = body.get("title")
-        if not isinstance(title, str) or not title.strip():
-            raise err(400, "folder title cannot be empty")
         uid = body.get("uid") or ""
         parent_uid = body.get("parentUid") or ""
-        if not isinstance(uid, str) or not isinstance(parent_uid, str):
+        if not isinstance(uid, str) or not isinstance(parent_uid, str) or not isinstance(title, (str, type(None))):
             raise err(400, "bad request data")
-        if len(uid) > 40 or not UID_RE.match(uid):
+        # Grafana's folder validateOnCreate (apps/folder) and the folder service: reserved uids, then the
+        # dashboard uid rules, then the title; ToFolderErrorResponse answers 400 for each.
+        uid = uid.strip()
+        if uid in ("general", "sharedwithme"):
             raise err(400, "invalid uid for folder provided")
+        if not UID_RE.match(uid):
+            raise err(400, "uid contains illegal characters")
+        if len(uid) > 40:
+            raise err(400, "uid too long, max 40 characters")
+        title = (title or "").strip()
+        if not title:
+            raise err(400, "folder title cannot be empty")
+        if title.lower() == "general":
+            raise err(400, "A folder with that name already exists")
         if parent_uid and parent_uid not in app.store.data["folders"]:
             raise err(404, "folder not found", status="not-found")
         if uid and (uid in app.store.data["folders"] or uid in app.store.data["dashboards"]):
@@ -1959,6 +2351,9 @@ class Handler(BaseHTTPRequestHandler):
         title = body.get("title", folder["title"])
         if not isinstance(title, str) or not title.strip():
             raise err(400, "folder title cannot be empty")
+        title = title.strip()
+        if title.lower() == "general":
+            raise err(400, "A folder with that name already exists")
         version = body.get("version")
         if not body.get("overwrite") and version != folder["version"]:
             raise err(412, "the folder has been changed by someone else", status="version-mismatch")
@@ -2414,7 +2809,11 @@ def cmd_server(args: list[str]) -> int:
     httpd.shutdown()
     httpd.server_close()
     with app.store.lock:
-        app.store.save()
+        try:
+            app.store.refresh()
+            app.store.save()
+        except DatabaseError as exc:
+            console.error("sqlstore", "Could not save the state at shutdown", error=str(exc))
     if flags.get("pidfile"):
         Path(str(flags["pidfile"])).unlink(missing_ok=True)
     console.info("server", "Shutdown completed")
@@ -2597,9 +2996,13 @@ def _reset_admin_password(flags: dict, params: list[str]) -> int:
     config_file = Path(str(flags["config"])) if flags.get("config") else None
     overrides = [a for a in str(flags.get("configOverrides") or "").split() if a.startswith("cfg:")]
     cfg = Config(homepath, config_file, overrides)
-    store = Store(cfg.path("paths", "data", "data") / STATE_FILE)
+    store = Store(Database(cfg, cfg.path("paths", "data", "data")).path)
     with store.lock:
-        if not store.load():
+        try:
+            found = store.path.is_file() and store.load(create=False)
+        except DatabaseError as exc:
+            raise CliError(str(exc)) from exc
+        if not found:
             raise CliError(f"no stand-in state in {store.path}: start the server once first")
         user = store.data["users"].get(str(flags.get("user-id") or 1))
         if user is None or user.get("isServiceAccount"):
@@ -2607,7 +3010,10 @@ def _reset_admin_password(flags: dict, params: list[str]) -> int:
         user["salt"] = secrets.token_hex(8)
         user["password"] = hash_password(password, user["salt"])
         user["updated"] = now_iso()
-        store.save()
+        try:
+            store.save()
+        except DatabaseError as exc:
+            raise CliError(str(exc)) from exc
     print()
     print("Admin password changed successfully ✔")
     print()
