@@ -47,6 +47,7 @@ molecule:
 bench: setup
 	bench/converge.sh
 	$(MAKE) demo
+	bench/converge.sh sandbox
 	.venv/bin/python bench/mttd.py
 
 clean: down

@@ -6,6 +6,7 @@ tests/unit/test_filters.py.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # ansible_facts.architecture -> the arch suffix of upstream release archives.
@@ -20,7 +21,26 @@ _RELEASE_ARCH = {
     "s390x": "s390x",
 }
 
+# The default listen address of every component, in one place: the role
+# defaults, the targets Prometheus generates for hosts that do not set their
+# own address, Grafana's datasource URL and playbooks/verify.yml read it here.
+DEFAULT_LISTEN = {
+    "prometheus": "0.0.0.0:9090",
+    "alertmanager": "0.0.0.0:9093",
+    "alertmanager_cluster": "0.0.0.0:9094",
+    "node_exporter": "0.0.0.0:9100",
+    "grafana": "0.0.0.0:3000",
+}
+
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})")
+
+
+def default_listen(component: str) -> str:
+    """'alertmanager' | default_listen -> '0.0.0.0:9093' (DEFAULT_LISTEN)."""
+    try:
+        return DEFAULT_LISTEN[component]
+    except KeyError:
+        raise ValueError(f"no default listen address for {component!r}; known: {', '.join(DEFAULT_LISTEN)}") from None
 
 
 def release_arch(architecture: str) -> str:
@@ -136,9 +156,42 @@ def metric_value(text, name: str):
     return None
 
 
+def obs_differs(entry, content=None, owner=None, group=None, mode=None, *, kind="file", target=None) -> bool:
+    """True unless the host already has what a task would make of a path.
+
+    ``entry`` is one path of the obs_host_state module's ``paths`` result.
+    ``content`` (a string) is compared by SHA-1, as ansible.builtin.copy does;
+    ``owner``, ``group``, ``mode`` ("0640") and a link's ``target`` only when
+    given. A missing entry, a missing path or another type always differs.
+    """
+    if not entry or not entry.get("exists") or entry.get("type") != kind:
+        return True
+    wanted = {"owner": owner, "group": group, "target": target}
+    if mode is not None:
+        wanted["mode"] = f"{int(str(mode), 8):04o}"
+    if content is not None:
+        wanted["checksum"] = hashlib.sha1(str(content).encode("utf-8", "surrogateescape")).hexdigest()
+    return any(value is not None and entry.get(key) != str(value) for key, value in wanted.items())
+
+
+def binaries_linked(binaries, host_paths, bin_dir: str, install_dir: str) -> bool:
+    """True when every binary's link in bin_dir points into install_dir (obs_host_state paths)."""
+    for binary in binaries or []:
+        entry = (host_paths or {}).get(f"{bin_dir}/{binary['name']}") or {}
+        if entry.get("type") != "link" or entry.get("target") != f"{install_dir}/{binary['src']}":
+            return False
+    return bool(binaries)
+
+
+def unit_running(entry) -> bool:
+    """True when obs_host_state reports a unit active and enabled."""
+    return bool(entry) and entry.get("active") == "active" and entry.get("enabled") == "enabled"
+
+
 class FilterModule:
     def filters(self):
         return {
+            "default_listen": default_listen,
             "release_arch": release_arch,
             "listen_port": listen_port,
             "local_url": local_url,
@@ -146,5 +199,8 @@ class FilterModule:
             "scrape_targets": scrape_targets,
             "is_listen_address": is_listen_address,
             "metric_value": metric_value,
+            "obs_differs": obs_differs,
+            "binaries_linked": binaries_linked,
+            "unit_running": unit_running,
             "scrape_configs": scrape_configs,
         }

@@ -1,8 +1,8 @@
 """Small HTTP clients for the Alertmanager v2 API and the notification sink.
 
-Used by the alertmanager_smoke_test module. Only the Python 3 standard library
-and ansible.module_utils.urls are needed, so it runs on any managed host
-(Python >= 3.8, the ansible-core 2.19 minimum).
+Used by the alertmanager_routing_check module, on the transport of http_client.py.
+Only the Python 3 standard library and ansible.module_utils.urls are needed, so it
+runs on any managed host (Python >= 3.8, the ansible-core 2.19 minimum).
 
 Every failure is raised as AlertmanagerError with a message an operator can act
 on: which service, which URL, and what the server or the network said.
@@ -12,35 +12,17 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-from http.client import HTTPException
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode
 
-from ansible.module_utils.http_messages import server_message as _server_message
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.http_client import HttpClient, HttpError, server_message
 
-USER_AGENT = "ansible-alertmanager-smoke-test"
+USER_AGENT = "ansible-alertmanager-routing-check"
 
-# socket.timeout is only an alias of TimeoutError from Python 3.10 on.
-_TIMEOUTS = (socket.timeout, TimeoutError)
 _LABEL_PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
-class AlertmanagerError(Exception):
+class AlertmanagerError(HttpError):
     """A request to Alertmanager (or the notification sink) failed."""
-
-    def __init__(self, msg, url=None, status=None, body=None):
-        super().__init__(msg)
-        self.msg = msg
-        self.url = url
-        self.status = status
-        self.body = body
-
-    def __str__(self):
-        return self.msg
 
 
 def equal_matcher(name, value):
@@ -174,90 +156,16 @@ def _receiver_integrations_from_lines(config_text):
     return result
 
 
-class _HttpClient:
-    """JSON over HTTP with clear errors; ``service`` names the server in messages."""
-
-    service = "HTTP server"
-
-    def __init__(self, base_url, *, username=None, password=None, timeout=10, validate_certs=True, ca_path=None):
-        self.base_url = base_url.rstrip("/")
-        self.username = username or None
-        self.password = password
-        self.timeout = timeout
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-
-    def _unreachable(self, method, url, reason):
-        return AlertmanagerError(f"{self.service} {self.base_url} unreachable: {reason} ({method} {url})", url=url)
-
-    def request(self, method, path, params=None, body=None):
-        """Send one request; return the decoded response text (raises AlertmanagerError)."""
-        url = self.base_url + path
-        if params:
-            url += "?" + urlencode(params)
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        try:
-            response = open_url(
-                url,
-                data=data,
-                headers=headers,
-                method=method,
-                timeout=self.timeout,
-                validate_certs=self.validate_certs,
-                ca_path=self.ca_path,
-                url_username=self.username,
-                url_password=self.password,
-                force_basic_auth=self.username is not None,
-                http_agent=USER_AGENT,
-            )
-            raw = response.read()
-        except HTTPError as exc:
-            raise self._http_error(method, url, exc) from None
-        except URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, _TIMEOUTS):
-                reason = f"timed out after {self.timeout} s"
-            raise self._unreachable(method, url, reason) from None
-        except _TIMEOUTS:
-            raise self._unreachable(method, url, f"timed out after {self.timeout} s") from None
-        except (UrlsConnectionError, HTTPException, OSError) as exc:
-            raise self._unreachable(method, url, exc or type(exc).__name__) from None
-        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw or "")
-
-    def _http_error(self, method, url, exc):
-        try:
-            raw = exc.read() if exc.fp is not None else b""
-        except (OSError, HTTPException):
-            raw = b""
-        message = _server_message(raw) if raw else (exc.reason or "(empty response body)")
-        text = f"{method} {url} returned {exc.code}: {message}"
-        if exc.code in (401, 403):
-            if self.username is None:
-                text += f"; the {self.service} requires credentials: set url_username and url_password"
-            else:
-                text += (
-                    f"; the {self.service} rejected the credentials of user {self.username!r}:"
-                    " check url_username and url_password"
-                )
-        return AlertmanagerError(text, url=url, status=exc.code, body=raw)
+class _Client(HttpClient):
+    error = AlertmanagerError
+    user_agent = USER_AGENT
 
     def get_json(self, path, params=None):
-        text = self.request("GET", path, params=params)
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise AlertmanagerError(
-                f"GET {self.base_url}{path} returned a body that is not JSON: {_server_message(text)}",
-                url=self.base_url + path,
-            ) from None
+        return self.request_json("GET", path, params=params)
 
 
-class AlertmanagerClient(_HttpClient):
-    """The parts of the Alertmanager v2 API the smoke test needs."""
+class AlertmanagerClient(_Client):
+    """The parts of the Alertmanager v2 API the routing check needs."""
 
     service = "Alertmanager"
 
@@ -270,7 +178,7 @@ class AlertmanagerClient(_HttpClient):
 
     def post_alerts(self, alerts):
         """POST /api/v2/alerts with a list of postable alerts."""
-        self.request("POST", "/api/v2/alerts", body=list(alerts))
+        self.request_text("POST", "/api/v2/alerts", body=list(alerts))
 
     def get_alerts(self, filters=(), *, active=True, silenced=True, inhibited=True, unprocessed=True, receiver=None):
         """GET /api/v2/alerts; ``filters`` are matcher strings (see equal_matcher)."""
@@ -290,10 +198,10 @@ class AlertmanagerClient(_HttpClient):
 
     def metrics(self):
         """GET /metrics parsed: {(name, frozenset(labels.items())): value}."""
-        return parse_prometheus_text(self.request("GET", "/metrics"))
+        return parse_prometheus_text(self.request_text("GET", "/metrics"))
 
 
-class SinkClient(_HttpClient):
+class SinkClient(_Client):
     """The test notification sink: GET /api/received?contains=<text>."""
 
     service = "notification sink"
@@ -304,7 +212,7 @@ class SinkClient(_HttpClient):
         if isinstance(data, dict) and isinstance(data.get("records"), list):
             data = data["records"]
         if not isinstance(data, list):
-            found = _server_message(json.dumps(data))
+            found = server_message(json.dumps(data))
             raise AlertmanagerError(
                 f"GET {self.base_url}/api/received returned unexpected data (expected a list of records): {found}"
             )

@@ -1,59 +1,58 @@
 """A small client for the Grafana HTTP API (dashboards, folders, search, data sources).
 
-Used by the grafana_dashboards and grafana_datasource modules. Only the Python 3
-standard library and ansible.module_utils.urls are needed, so it runs on any
-managed host (Python >= 3.8, the ansible-core 2.19 minimum).
+Used by the grafana_dashboards and obs_grafana_datasource modules, on the transport
+of http_client.py. Only the Python 3 standard library and ansible.module_utils.urls
+are needed, so it runs on any managed host (Python >= 3.8, the ansible-core 2.19
+minimum).
 
 Every failure is raised as GrafanaError with a message an operator can act on:
 which Grafana, which request, which credential was refused and what the server
 said. The client counts the write requests (POST, PUT, PATCH, DELETE) it sent in
 ``writes``, so modules can report how many writes a run made.
+
+Also here: the connection options of the Grafana modules (``grafana_argument_spec``,
+documented by the doc fragments ``obs_http`` and ``obs_grafana``).
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from http.client import HTTPException
-from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlencode
+import re
+from urllib.parse import quote
 
-from ansible.module_utils.http_messages import server_message
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import Request, make_context
+from ansible.module_utils.http_client import (
+    NOT_FOUND,
+    HttpClient,
+    HttpError,
+    connection_argument_spec,
+    connection_options,
+    server_message,
+)
 
 USER_AGENT = "ansible-grafana-client"
 
 # Grafana's maximum page size for /api/search and /api/folders.
 SEARCH_PAGE_SIZE = 5000
 FOLDER_PAGE_SIZE = 1000
+# What Grafana accepts as the uid of a dashboard, folder or data source.
+UID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 
-# socket.timeout is only an alias of TimeoutError from Python 3.10 on.
-_TIMEOUTS = (socket.timeout, TimeoutError)
-_WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-
-
-class _NotFound:
-    """Returned by GrafanaClient.request for a 404 when the caller allows it."""
-
-    def __repr__(self):
-        return "NOT_FOUND"
+# The argument constraints of grafana_argument_spec, for AnsibleModule().
+GRAFANA_MUTUALLY_EXCLUSIVE = [("token", "url_username"), ("token", "url_password")]
+GRAFANA_REQUIRED_TOGETHER = [("url_username", "url_password")]
 
 
-NOT_FOUND = _NotFound()
+def grafana_argument_spec(**options):
+    """The connection options of the Grafana modules (doc fragments obs_http, obs_grafana), then ``options``."""
+    return connection_argument_spec(
+        url=dict(type="str", required=True),
+        token=dict(type="str", no_log=True),
+        org_id=dict(type="int"),
+        **options,
+    )
 
 
-def open_url(url, method=None, context=None, **kwargs):
-    """ansible.module_utils.urls.open_url with a reusable SSL context.
-
-    open_url builds a new SSL context for every request, reading every system CA
-    certificate (some 15 ms each time); a run over hundreds of dashboards spent most
-    of its time there. The client builds the context once and passes it here.
-    """
-    return Request().open(method or ("POST" if kwargs.get("data") else "GET"), url, context=context, **kwargs)
-
-
-class GrafanaError(Exception):
+class GrafanaError(HttpError):
     """A request to Grafana failed.
 
     ``status`` is the HTTP status (None when Grafana was not reached), ``data``
@@ -61,28 +60,12 @@ class GrafanaError(Exception):
     ``{"message": ..., "status": ...}``).
     """
 
-    def __init__(self, msg, url=None, status=None, data=None):
-        super().__init__(msg)
-        self.msg = msg
-        self.url = url
-        self.status = status
-        self.data = data
-
-    def __str__(self):
-        return self.msg
-
     @property
     def server_status(self):
         """Grafana's machine-readable error status (``version-mismatch``, ``name-exists``...) or ''."""
         if isinstance(self.data, dict) and isinstance(self.data.get("status"), str):
             return self.data["status"]
         return ""
-
-
-def _decode(raw):
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace")
-    return str(raw or "")
 
 
 def _segment(value):
@@ -120,46 +103,28 @@ def _refused(what, exc):
     """A write Grafana refused (not a credential or connection problem), with what was written in front."""
     if exc.status is None or exc.status in (401, 403):
         return exc
-    return GrafanaError(f"{what}: {exc.msg}", url=exc.url, status=exc.status, data=exc.data)
+    return exc.retold(f"{what}: {exc.msg}")
 
 
-class GrafanaClient:
+class GrafanaClient(HttpClient):
     """JSON over HTTP against one Grafana, with basic auth or a service-account token."""
 
-    def __init__(
-        self,
-        url,
-        *,
-        username=None,
-        password=None,
-        token=None,
-        timeout=10,
-        validate_certs=True,
-        ca_path=None,
-        org_id=None,
-    ):
-        if token and username:
-            raise ValueError("use either a token or a username and password, not both")
-        self.base_url = str(url).rstrip("/")
-        self.username = username or None
-        self.password = password
-        self.token = token or None
-        self.timeout = timeout
-        self.validate_certs = validate_certs
-        self.ca_path = ca_path
-        self.org_id = org_id
-        self.writes = 0
-        self.requests = 0
-        self._context = None
+    service = "Grafana"
+    error = GrafanaError
+    user_agent = USER_AGENT
+    follow_redirects = "safe"
 
-    def _ssl_context(self):
-        """One SSL context for every request of this client (see open_url)."""
-        if self._context is None:
-            try:
-                self._context = make_context(cafile=self.ca_path, validate_certs=self.validate_certs)
-            except OSError as exc:  # ssl.SSLError included
-                raise GrafanaError(f"cannot use ca_path {self.ca_path}: {exc}") from None
-        return self._context
+    def __init__(self, url, *, token=None, org_id=None, **options):
+        if token and options.get("username"):
+            raise ValueError("use either a token or a username and password, not both")
+        super().__init__(url, **options)
+        self.token = token or None
+        self.org_id = org_id
+
+    @classmethod
+    def from_params(cls, params):
+        """The client of a module with grafana_argument_spec."""
+        return cls(params["url"], token=params["token"], org_id=params["org_id"], **connection_options(params))
 
     # ------------------------------------------------------------------ transport
     @property
@@ -171,124 +136,53 @@ class GrafanaClient:
             return f"user {self.username}'s password"
         return "anonymous access"
 
-    def request(self, method, path, params=None, body=None, allow_404=False):
-        """Send one request; return the decoded JSON body (None for an empty body).
-
-        With ``allow_404`` a 404 answer returns NOT_FOUND instead of raising.
-        """
-        url = self.base_url + path
-        if params:
-            url += "?" + urlencode(params)
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
+    def headers(self):
+        headers = {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         if self.org_id:
             headers["X-Grafana-Org-Id"] = str(self.org_id)
-        self.requests += 1
-        if method in _WRITE_METHODS:
-            self.writes += 1
-        raw = self._send(method, url, data, headers, allow_404)
-        if raw is NOT_FOUND:
-            return NOT_FOUND
-        text = _decode(raw).strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise GrafanaError(
-                f"{method} {url} returned a body that is not JSON: {server_message(text)}"
-                f" (is {self.base_url} the URL of Grafana?)",
-                url=url,
-            ) from None
+        return headers
 
-    def _send(self, method, url, data, headers, allow_404):
-        """The raw response body (NOT_FOUND for an allowed 404); raises GrafanaError."""
-        context = self._ssl_context()
-        try:
-            response = open_url(
-                url,
-                data=data,
-                headers=headers,
-                method=method,
-                timeout=self.timeout,
-                validate_certs=self.validate_certs,
-                ca_path=self.ca_path,
-                url_username=self.username,
-                url_password=self.password if self.username else None,
-                force_basic_auth=self.username is not None,
-                http_agent=USER_AGENT,
-                follow_redirects="safe",
-                context=context,
-            )
-            return response.read()
-        except HTTPError as exc:
-            if exc.code == 404 and allow_404:
-                return NOT_FOUND
-            raise self._http_error(method, url, exc) from None
-        except URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, _TIMEOUTS):
-                reason = f"timed out after {self.timeout} s"
-            raise self._unreachable(method, url, reason) from None
-        except _TIMEOUTS:
-            raise self._unreachable(method, url, f"timed out after {self.timeout} s") from None
-        except (UrlsConnectionError, HTTPException, OSError) as exc:
-            raise self._unreachable(method, url, str(exc) or type(exc).__name__) from None
+    def unreachable_message(self, reason):
+        return f"Grafana at {self.base_url} is unreachable: {reason}"
 
-    def _unreachable(self, method, url, reason):
-        return GrafanaError(f"Grafana at {self.base_url} is unreachable: {reason} ({method} {url})", url=url)
+    def not_json_hint(self):
+        return f" (is {self.base_url} the URL of Grafana?)"
 
-    def _http_error(self, method, url, exc):
-        try:
-            raw = exc.read() if exc.fp is not None else b""
-        except (OSError, HTTPException):
-            raw = b""
-        try:
-            data = json.loads(_decode(raw)) if raw else None
-        except ValueError:
-            data = None
-        message = server_message(raw) if raw else (exc.reason or "(empty response body)")
-        answer = f"{method} {url} returned {exc.code}: {message}"
-        if exc.code == 401:
+    def explain(self, status, answer):
+        if status == 401:
             if self.token:
-                text = f"Grafana at {self.base_url} rejected the service-account token ({answer}): check token"
-            elif self.username:
-                text = (
+                return f"Grafana at {self.base_url} rejected the service-account token ({answer}): check token"
+            if self.username:
+                return (
                     f"Grafana at {self.base_url} rejected user {self.username}'s password ({answer}):"
                     " check url_username and url_password"
                 )
-            else:
-                text = (
-                    f"Grafana at {self.base_url} requires authentication ({answer}):"
-                    " set token, or url_username and url_password"
-                )
-        elif exc.code == 403:
-            text = (
+            return (
+                f"Grafana at {self.base_url} requires authentication ({answer}):"
+                " set token, or url_username and url_password"
+            )
+        if status == 403:
+            return (
                 f"Grafana at {self.base_url} denied {self.credential} the permission for this request ({answer});"
                 " data sources need the Admin role, dashboards and folders the Editor role"
             )
-        elif exc.code == 404:
-            text = f"{answer} (not found in Grafana at {self.base_url})"
-        else:
-            text = answer
-        return GrafanaError(text, url=url, status=exc.code, data=data)
+        if status == 404:
+            return f"{answer} (not found in Grafana at {self.base_url})"
+        return answer
 
     def get(self, path, params=None, allow_404=False):
-        return self.request("GET", path, params=params, allow_404=allow_404)
+        return self.request_json("GET", path, params=params, allow_404=allow_404)
 
     def post(self, path, body):
-        return self.request("POST", path, body=body)
+        return self.request_json("POST", path, body=body)
 
     def put(self, path, body):
-        return self.request("PUT", path, body=body)
+        return self.request_json("PUT", path, body=body)
 
     def delete(self, path, allow_404=False):
-        return self.request("DELETE", path, allow_404=allow_404)
+        return self.request_json("DELETE", path, allow_404=allow_404)
 
     def _expect(self, kind, path, data):
         if not isinstance(data, kind):
@@ -304,11 +198,14 @@ class GrafanaClient:
         return self._expect(dict, "/api/health", self.get("/api/health"))
 
     # ------------------------------------------------------------------ folders
-    def get_folder(self, uid):
-        """The folder with this uid, or None."""
-        path = f"/api/folders/{_segment(uid)}"
+    def _get_object(self, path):
+        """The JSON object at ``path``, or None when Grafana answers 404."""
         data = self.get(path, allow_404=True)
         return None if data is NOT_FOUND else self._expect(dict, path, data)
+
+    def get_folder(self, uid):
+        """The folder with this uid, or None."""
+        return self._get_object(f"/api/folders/{_segment(uid)}")
 
     def list_folders(self):
         """Every top-level folder: [{"id", "uid", "title"}, ...] (all pages)."""
@@ -419,20 +316,14 @@ class GrafanaClient:
                 raise _refused(f"dashboard {uid!r} (title {model.get('title')!r})", exc) from None
             if exc.server_status == "version-mismatch" or (version is not None and exc.server_status == ""):
                 read = f"version {version}" if version is not None else "it did not exist then"
-                raise GrafanaError(
+                raise exc.retold(
                     f"dashboard {uid} was changed in Grafana since it was read ({read});"
-                    f" re-run, or set overwrite: true to replace it ({exc.msg})",
-                    url=exc.url,
-                    status=412,
-                    data=exc.data,
+                    f" re-run, or set overwrite: true to replace it ({exc.msg})"
                 ) from None
             if exc.server_status == "name-exists":
-                raise GrafanaError(
+                raise exc.retold(
                     f"dashboard {uid}: another dashboard titled {model.get('title')!r} already exists in the folder;"
-                    f" Grafana needs unique titles per folder ({exc.msg})",
-                    url=exc.url,
-                    status=412,
-                    data=exc.data,
+                    f" Grafana needs unique titles per folder ({exc.msg})"
                 ) from None
             raise _refused(f"dashboard {uid!r} (title {model.get('title')!r})", exc) from None
 
@@ -442,14 +333,10 @@ class GrafanaClient:
 
     # ------------------------------------------------------------------ data sources
     def get_datasource(self, uid):
-        path = f"/api/datasources/uid/{_segment(uid)}"
-        data = self.get(path, allow_404=True)
-        return None if data is NOT_FOUND else self._expect(dict, path, data)
+        return self._get_object(f"/api/datasources/uid/{_segment(uid)}")
 
     def get_datasource_by_name(self, name):
-        path = f"/api/datasources/name/{_segment(name)}"
-        data = self.get(path, allow_404=True)
-        return None if data is NOT_FOUND else self._expect(dict, path, data)
+        return self._get_object(f"/api/datasources/name/{_segment(name)}")
 
     def create_datasource(self, body):
         return self._write_datasource("POST", "/api/datasources", body)
@@ -459,7 +346,7 @@ class GrafanaClient:
 
     def _write_datasource(self, method, path, body):
         try:
-            data = self._expect(dict, path, self.request(method, path, body=body))
+            data = self._expect(dict, path, self.request_json(method, path, body=body))
         except GrafanaError as exc:
             raise _refused(f"data source {body.get('uid')!r} (name {body.get('name')!r})", exc) from None
         return data.get("datasource") if isinstance(data.get("datasource"), dict) else data

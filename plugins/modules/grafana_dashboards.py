@@ -7,6 +7,9 @@ DOCUMENTATION = r"""
 ---
 module: grafana_dashboards
 short_description: Provision one Grafana dashboard or a whole directory of them in one task
+extends_documentation_fragment:
+  - obs_http
+  - obs_grafana
 description:
   - Makes Grafana hold exactly the given dashboards, through the Grafana HTTP API, in B(one) task (a single
     JSON file, every C(*.json) file of a directory, or dashboard models given inline).
@@ -24,52 +27,11 @@ description:
     of every created, updated or deleted dashboard is shown.
   - Writes only start once everything was read and planned. Grafana has no transactions, so a write that
     fails (network, permissions) can still leave the earlier writes of the run done; the failure lists them.
-  - Only the Python standard library is needed on the host that runs it (HTTP through
-    C(ansible.module_utils.urls)). Files are read on that host; delegate the task to
-    C(localhost) when the dashboards are in the playbook repository.
+  - Files are read on the host that runs the module; delegate the task to C(localhost) when the dashboards
+    are in the playbook repository.
 author:
   - Observability team
 options:
-  url:
-    description:
-      - Base URL of Grafana, for example V(https://grafana.example.internal). A sub-path (C(root_url) with
-        C(serve_from_sub_path)) is part of it.
-    type: str
-    required: true
-  url_username:
-    description:
-      - User for HTTP basic auth (for example the Grafana admin user).
-      - Mutually exclusive with O(token).
-    type: str
-  url_password:
-    description:
-      - Password of O(url_username).
-    type: str
-  token:
-    description:
-      - Service-account token, sent in the C(Authorization) header as C(Bearer <token>). The service account needs the
-        Editor role (Admin to create folders when folder creation is restricted).
-      - Mutually exclusive with O(url_username) and O(url_password).
-    type: str
-  org_id:
-    description:
-      - Organisation to work in (header C(X-Grafana-Org-Id)); only for basic auth users that belong to several
-        organisations. A token always works in its own organisation.
-    type: int
-  validate_certs:
-    description:
-      - Validate the TLS certificate of an HTTPS O(url).
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - PEM file of the CA that signed Grafana's certificate.
-    type: path
-  timeout:
-    description:
-      - Timeout in seconds of every single HTTP request.
-    type: int
-    default: 10
   path:
     description:
       - A dashboard JSON file, or a directory whose C(*.json) files (not its subdirectories) are the
@@ -136,7 +98,7 @@ seealso:
   - name: Grafana dashboard HTTP API
     description: The endpoints the module uses to read, save and delete dashboards.
     link: https://grafana.com/docs/grafana/latest/developers/http_api/dashboard/
-  - module: grafana_datasource
+  - module: obs_grafana_datasource
 """
 
 EXAMPLES = r"""
@@ -243,27 +205,20 @@ msg:
   sample: "1 created, 1 updated, 0 deleted, 198 unchanged in folder 'Observability' (2 write requests)"
 """
 
-import json  # noqa: E402 - Ansible modules keep their imports below the documentation
-import os  # noqa: E402
-import re  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible modules keep their imports below the documentation
+from ansible.module_utils.grafana_client import (  # noqa: E402
+    GRAFANA_MUTUALLY_EXCLUSIVE,
+    GRAFANA_REQUIRED_TOGETHER,
+    GrafanaClient,
+    GrafanaError,
+    grafana_argument_spec,
+    same,
+)
+from ansible.module_utils.grafana_dashboard_sources import Plan, SourceError, load_sources, normalize  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.grafana_client import GrafanaClient, GrafanaError, canonical, same  # noqa: E402
-
-# Keys Grafana sets on every save (or the frontend bumps); never compared.
-VOLATILE_KEYS = ("id", "version", "iteration")
-UID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 GENERAL = {"uid": "", "title": "General"}
 
-ARGUMENT_SPEC = dict(
-    url=dict(type="str", required=True),
-    url_username=dict(type="str"),
-    url_password=dict(type="str", no_log=True),
-    token=dict(type="str", no_log=True),
-    org_id=dict(type="int"),
-    validate_certs=dict(type="bool", default=True),
-    ca_path=dict(type="path"),
-    timeout=dict(type="int", default=10),
+ARGUMENT_SPEC = grafana_argument_spec(
     path=dict(type="path"),
     dashboards=dict(type="list", elements="dict"),
     folder=dict(type="str"),
@@ -275,166 +230,12 @@ ARGUMENT_SPEC = dict(
 )
 
 
-# --------------------------------------------------------------------------- sources
-class SourceError(Exception):
-    pass
-
-
-class Source:
-    """One dashboard to provision: where it came from and its model."""
-
-    def __init__(self, origin, model):
-        self.origin = origin
-        self.model = model
-        self.uid = model.get("uid")
-        self.title = model.get("title")
-
-
-def normalize(model):
-    """The dashboard model as compared: volatile keys dropped, numbers canonical (as Grafana stores them)."""
-    return canonical({k: v for k, v in model.items() if k not in VOLATILE_KEYS})
-
-
-def pretty(value):
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def unwrap(data, origin):
-    """The dashboard model of a bare model or of the export wrapper {"dashboard": {...}}."""
-    if not isinstance(data, dict):
-        raise SourceError(
-            f'{origin}: expected a JSON object (a dashboard model, or {{"dashboard": {{...}}}}),'
-            f" found a JSON {type(data).__name__ if data is not None else 'null'}"
-        )
-    if "dashboard" in data and "title" not in data and "panels" not in data:
-        model = data["dashboard"]
-        if not isinstance(model, dict):
-            raise SourceError(f'{origin}: "dashboard" must be a JSON object (the dashboard model)')
-        return model
-    return data
-
-
-def read_json_file(path):
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-
-
-def source_files(path):
-    if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.endswith(".json"))
-        files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
-        if not files:
-            raise SourceError(f"{path}: the directory holds no *.json file")
-        return files
-    if os.path.exists(path):
-        return [path]
-    raise SourceError(f"{path}: no such file or directory")
-
-
-def check_model(source, need_title):
-    problems = []
-    uid = source.uid
-    if uid is None or uid == "":
-        problems.append(f'{source.origin}: missing uid (the module identifies dashboards by their "uid")')
-    elif not isinstance(uid, str) or not UID_RE.match(uid):
-        problems.append(f"{source.origin}: invalid uid {uid!r} (at most 40 characters of letters, digits, '-' and '_')")
-    if need_title and (not isinstance(source.title, str) or not source.title.strip()):
-        problems.append(f'{source.origin}: missing title (Grafana needs a non-empty "title")')
-    return problems
-
-
-def _parse(origin, data):
-    """Source of one file (data None) or inline model."""
-    return Source(origin, unwrap(read_json_file(origin) if data is None else data, origin))
-
-
-def _duplicates(sources, need_title):
-    problems = []
-    by_uid = {}
-    by_title = {}
-    for source in sources:
-        by_uid.setdefault(source.uid, []).append(source)
-        if need_title:
-            by_title.setdefault(source.title.strip().lower(), []).append(source)
-    for uid, same_uid in by_uid.items():
-        if len(same_uid) > 1:
-            problems.append(f"duplicate uid {uid!r} in {', '.join(s.origin for s in same_uid)}")
-    for same_title in by_title.values():
-        if len(same_title) > 1 and len({s.uid for s in same_title}) > 1:
-            problems.append(
-                f"title {same_title[0].title!r} is used by "
-                + ", ".join(f"{s.origin} (uid {s.uid})" for s in same_title)
-                + "; Grafana needs unique titles within a folder"
-            )
-    return problems
-
-
-def load_sources(path, dashboards, need_title):
-    """Every source, parsed and validated; raises SourceError listing all problems."""
-    problems = []
-    sources = []
-    if path is not None:
-        items = [(file, None) for file in source_files(path)]
-    else:
-        items = [(f"dashboards[{index}]", model) for index, model in enumerate(dashboards or [])]
-        if not items:
-            raise SourceError("dashboards is empty: give at least one dashboard")
-    for origin, data in items:
-        try:
-            source = _parse(origin, data)
-        except SourceError as exc:
-            problems.append(str(exc))
-            continue
-        found = check_model(source, need_title)
-        problems += found
-        if not found:
-            sources.append(source)
-    problems += _duplicates(sources, need_title)
-    if problems:
-        count = len(problems)
-        raise SourceError(
-            f"{count} problem{'s' if count > 1 else ''} in the dashboard sources, nothing was written:\n- "
-            + "\n- ".join(problems)
-        )
-    return sources
-
-
-# --------------------------------------------------------------------------- sync
-class Plan:
-    def __init__(self):
-        self.created = []  # Source
-        self.updated = []  # (Source, existing)
-        self.unchanged = []  # Source
-        self.deleted = []  # (uid, title, existing or None)
-        self.delete_first = set()  # uids deleted before saving (their title is reused)
-
-
 class DashboardSync:
     def __init__(self, module):
         self.module = module
         params = module.params
         self.params = params
-        self.client = GrafanaClient(
-            params["url"],
-            username=params["url_username"],
-            password=params["url_password"],
-            token=params["token"],
-            timeout=params["timeout"],
-            validate_certs=params["validate_certs"],
-            ca_path=params["ca_path"],
-            org_id=params["org_id"],
-        )
+        self.client = GrafanaClient.from_params(params)
         self.folder = dict(GENERAL, action="unchanged")
         self.folder_exists = True
         self._found_folder = None
@@ -446,45 +247,8 @@ class DashboardSync:
         """Fail before any write."""
         self.module.fail_json(msg=msg, changed=False, writes=self.client.writes, **extra)
 
-    def _lists(self):
-        return {
-            "created": [s.uid for s in self.plan.created],
-            "updated": [s.uid for s, _existing in self.plan.updated],
-            "deleted": [uid for uid, _title, _existing in self.plan.deleted],
-            "unchanged": [s.uid for s in self.plan.unchanged],
-        }
-
     def _target_folder_uid(self):
         return self.folder["uid"] if self.folder_exists else None
-
-    def _diff_doc(self, folder_uid, model):
-        label = folder_uid
-        if folder_uid is None:
-            label = f"(new folder {self.folder['title']!r})"
-        return {"folderUid": label, "dashboard": normalize(model)}
-
-    def _diff(self):
-        def entry(before_header, after_header, before, after):
-            return {"before_header": before_header, "after_header": after_header, "before": before, "after": after}
-
-        def in_grafana(existing):
-            return pretty(self._diff_doc((existing.get("meta") or {}).get("folderUid") or "", existing["dashboard"]))
-
-        target = self.folder["uid"]
-        diffs = [
-            entry(f"grafana: dashboard {s.uid} (absent)", s.origin, "", pretty(self._diff_doc(target, s.model)))
-            for s in self.plan.created
-        ]
-        for source, existing in self.plan.updated:
-            version = (existing.get("meta") or {}).get("version", "?")
-            header = f"grafana: dashboard {source.uid} (version {version})"
-            diffs.append(
-                entry(header, source.origin, in_grafana(existing), pretty(self._diff_doc(target, source.model)))
-            )
-        for uid, title, existing in self.plan.deleted:
-            before = in_grafana(existing) if existing is not None else pretty({"uid": uid, "title": title})
-            diffs.append(entry(f"grafana: dashboard {uid}", f"grafana: dashboard {uid} (deleted)", before, ""))
-        return diffs
 
     # ------------------------------------------------------------------ reading
     def resolve_folder(self):
@@ -596,7 +360,7 @@ class DashboardSync:
                 source.model, target, overwrite=params["overwrite"], message=params["message"], version=version
             )
         except GrafanaError as exc:
-            raise GrafanaError(f"{source.origin}: {exc.msg}", url=exc.url, status=exc.status, data=exc.data) from None
+            raise exc.retold(f"{source.origin}: {exc.msg}") from None
         self.done[done].append(source.uid)
 
     def apply(self):
@@ -647,9 +411,9 @@ class DashboardSync:
                 self.plan_absent(sources)
         except GrafanaError as exc:
             self.fail(exc.msg, status=exc.status)
-        result = dict(self._lists(), folder=self.folder)
+        result = dict(self.plan.lists(), folder=self.folder)
         if module._diff:
-            result["diff"] = self._diff()
+            result["diff"] = self.plan.diff(self.folder)
         changed = bool(
             self.plan.created or self.plan.updated or self.plan.deleted or self.folder["action"] != "unchanged"
         )
@@ -685,8 +449,8 @@ def main():
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
         required_one_of=[("path", "dashboards")],
-        mutually_exclusive=[("path", "dashboards"), ("token", "url_username"), ("token", "url_password")],
-        required_together=[("url_username", "url_password")],
+        mutually_exclusive=[("path", "dashboards"), *GRAFANA_MUTUALLY_EXCLUSIVE],
+        required_together=GRAFANA_REQUIRED_TOGETHER,
         required_if=[("prune", True, ("folder", "folder_uid"), True)],
     )
     DashboardSync(module).run()

@@ -1,7 +1,13 @@
 """Shared fixtures for the unit tests.
 
-* ``obs`` loads plugins/filter/obs.py by path (it is an Ansible filter plugin
-  file, not an importable package module).
+* ``load_module_from_path`` loads a Python file as a module: Ansible plugins
+  (plugins/filter/obs.py, plugins/modules/*.py) and the test doubles are files,
+  not importable package modules. ``load_ansible_module`` loads a module of
+  plugins/modules, ``load_module_utils`` a file of plugins/module_utils under the
+  name the modules import it by (ansible.module_utils.<name>), and
+  ``module_docs`` reads a module's documentation as ansible-doc does, with its
+  doc fragments (plugins/doc_fragments) merged. ``run_module`` runs a module's
+  main() and returns what it passed to exit_json or fail_json.
 * ``render_prometheus`` renders roles/prometheus/templates/prometheus.yml.j2
   through ansible-playbook, so the project's filter plugins and Ansible's own
   filters are the ones used in production.
@@ -16,6 +22,7 @@ subset by hand without the tools gets skips instead.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -23,10 +30,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ansible.module_utils
 import pytest
+import yaml
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.testing import patch_module_args
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PLUGINS = REPO_ROOT / "plugins"
 OBS_FILTER_PATH = REPO_ROOT / "plugins" / "filter" / "obs.py"
 # The project venv's ansible-playbook; fall back to the one next to the
 # running interpreter (pytest started from another venv with ansible-core).
@@ -48,18 +60,120 @@ BUILD_HINT = "build the real tools with scripts/build-artifacts.sh (make setup d
 RENDER_PLAYBOOK = FIXTURES / "render_prometheus.yml"
 
 
-def _load_module_from_path(name: str, path: Path):
+def load_module_from_path(name: str, path: Path, *, register: bool = False):
+    """The Python file ``path`` loaded as a module called ``name``.
+
+    With ``register`` it is also put in sys.modules, where ``import name`` finds it.
+    """
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None, f"cannot load {path}"
     module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# The modules import plugins/module_utils/<name>.py as ansible.module_utils.<name>
+# (ansible.cfg: module_utils = plugins/module_utils); the tests import them the same way.
+if str(PLUGINS / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(PLUGINS / "module_utils"))
+
+
+def load_module_utils(name: str):
+    """plugins/module_utils/<name>.py, as ansible.module_utils.<name> (one instance for all tests)."""
+    return importlib.import_module(f"ansible.module_utils.{name}")
+
+
+def load_ansible_module(name: str):
+    """plugins/modules/<name>.py, registered as <name>_under_test."""
+    return load_module_from_path(f"{name}_under_test", PLUGINS / "modules" / f"{name}.py", register=True)
+
+
+def module_docs(name: str):
+    """(DOCUMENTATION, EXAMPLES, RETURN) of plugins/modules/<name>.py as ansible-doc reads them:
+    DOCUMENTATION with its doc fragments merged (ansible.cfg: doc_fragment_plugins)."""
+    from ansible.plugins.loader import fragment_loader  # noqa: PLC0415 - only the documentation tests need it
+    from ansible.utils.plugin_docs import get_docstring  # noqa: PLC0415
+
+    fragment_loader.add_directory(str(PLUGINS / "doc_fragments"))
+    doc, examples, returns, _metadata = get_docstring(
+        str(PLUGINS / "modules" / f"{name}.py"), fragment_loader, is_module=True
+    )
+    return doc, yaml.safe_load(examples), returns
+
+
+def compare_options(doc_options: dict, spec_options: dict, path: str = "") -> None:
+    """The documented options are exactly the argument spec's, with the same type, default, choices..."""
+    assert set(doc_options) == set(spec_options), f"{path}: documented {sorted(doc_options)} != {sorted(spec_options)}"
+    for name, spec in spec_options.items():
+        doc = doc_options[name]
+        where = f"{path}{name}"
+        assert doc.get("type", "str") == spec.get("type", "str"), where
+        assert doc.get("required", False) == spec.get("required", False), where
+        assert doc.get("default") == spec.get("default"), where
+        assert doc.get("choices") == spec.get("choices"), where
+        assert doc.get("elements") == spec.get("elements"), where
+        assert doc.get("description"), f"{where} has no description"
+        assert ("suboptions" in doc) == ("options" in spec), where
+        if "options" in spec:
+            compare_options(doc["suboptions"], spec["options"], path=f"{where}.")
+
+
+class FakeResponse:
+    """What ansible.module_utils.urls.open_url returns, for the fake servers of the module tests."""
+
+    def __init__(self, body: bytes, status: int = 200):
+        self._body = body
+        self.status = status
+
+    def read(self):
+        return self._body
+
+    def getcode(self):
+        return self.status
+
+
+class ExitJson(Exception):
+    pass
+
+
+class FailJson(Exception):
+    pass
+
+
+@pytest.fixture
+def run_module(monkeypatch):
+    """``run_module(main, args) -> result``: run a module's main() with these arguments.
+
+    The result is what the module passed to exit_json, or to fail_json (with
+    failed=True and its msg).
+    """
+
+    def exit_json(self, **kwargs):
+        raise ExitJson(kwargs)
+
+    def fail_json(self, msg, **kwargs):
+        raise FailJson(dict(kwargs, msg=msg, failed=True))
+
+    monkeypatch.setattr(AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(AnsibleModule, "fail_json", fail_json)
+
+    def run(main, args: dict) -> dict:
+        with patch_module_args(args):
+            try:
+                main()
+            except (ExitJson, FailJson) as exc:
+                return exc.args[0]
+        raise AssertionError("the module returned without exit_json or fail_json")
+
+    return run
 
 
 @pytest.fixture(scope="session")
 def obs():
     """The plugins/filter/obs.py module."""
-    return _load_module_from_path("obs_filter_plugin_under_test", OBS_FILTER_PATH)
+    return load_module_from_path("obs_filter_plugin_under_test", OBS_FILTER_PATH)
 
 
 def _ansible_env(tmp_dir: Path) -> dict:
@@ -193,4 +307,4 @@ def default_rules(render_rules) -> Path:
 @pytest.fixture(scope="session")
 def alerting():
     """plugins/filter/alerting.py loaded as a module."""
-    return _load_module_from_path("alerting_filters", REPO_ROOT / "plugins/filter/alerting.py")
+    return load_module_from_path("alerting_filters", REPO_ROOT / "plugins/filter/alerting.py")

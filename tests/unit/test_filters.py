@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,10 @@ def test_filter_module_exposes_every_filter(obs, filters):
         "is_listen_address": obs.is_listen_address,
         "metric_value": obs.metric_value,
         "scrape_configs": obs.scrape_configs,
+        "default_listen": obs.default_listen,
+        "obs_differs": obs.obs_differs,
+        "binaries_linked": obs.binaries_linked,
+        "unit_running": obs.unit_running,
     }
 
 
@@ -406,3 +411,93 @@ def test_scrape_configs_one_job_per_non_empty_group(filters):
 def test_scrape_configs_metrics_path_only_where_set(filters):
     configs = filters["scrape_configs"](JOBS, {**GROUPS, "mdl_api": ["mon-2"]}, HOSTVARS)
     assert [c.get("metrics_path") for c in configs] == [None, None, "/metrics"]
+
+
+# --------------------------------------------------------------------------
+# default_listen: one place for the default listen addresses
+# --------------------------------------------------------------------------
+
+
+def test_default_listen_is_the_role_default(filters):
+    assert filters["default_listen"]("prometheus") == "0.0.0.0:9090"
+    assert filters["default_listen"]("alertmanager_cluster") == "0.0.0.0:9094"
+    with pytest.raises(ValueError, match="no default listen address for 'loki'"):
+        filters["default_listen"]("loki")
+
+
+def test_no_role_or_playbook_repeats_a_default_listen_address(obs):
+    """The literal addresses live only in DEFAULT_LISTEN."""
+    literals = set(obs.DEFAULT_LISTEN.values())
+    offenders = []
+    for path in [
+        *REPO_ROOT.glob("roles/**/*.yml"),
+        *REPO_ROOT.glob("roles/**/*.j2"),
+        *REPO_ROOT.glob("playbooks/**/*.yml"),
+    ]:
+        text = path.read_text()
+        offenders += [f"{path.relative_to(REPO_ROOT)}: {lit}" for lit in literals if lit in text]
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------
+# obs_differs / binaries_linked / unit_running (skip work whose result is in place)
+# --------------------------------------------------------------------------
+
+CONTENT = "global:\n  scrape_interval: 15s\n"
+FILE = {
+    "exists": True, "type": "file", "owner": "root", "group": "prometheus", "mode": "0640", "target": None,
+    "checksum": __import__("hashlib").sha1(CONTENT.encode()).hexdigest(),
+}  # fmt: skip
+
+
+def test_obs_differs_same_file_is_in_place(filters):
+    assert not filters["obs_differs"](FILE, CONTENT, "root", "prometheus", "0640")
+    assert not filters["obs_differs"](FILE, CONTENT)
+
+
+@pytest.mark.parametrize(
+    ("entry", "args"),
+    [
+        ({"exists": False}, (CONTENT, "root", "prometheus", "0640")),
+        ({}, (CONTENT,)),
+        (FILE, (CONTENT + "# hand edit\n", "root", "prometheus", "0640")),
+        (FILE, (CONTENT, "prometheus", "prometheus", "0640")),
+        (FILE, (CONTENT, "root", "root", "0640")),
+        (FILE, (CONTENT, "root", "prometheus", "0644")),
+        ({**FILE, "type": "directory"}, (CONTENT,)),
+    ],
+    ids=["missing", "unknown", "content", "owner", "group", "mode", "type"],
+)
+def test_obs_differs_any_drift_differs(filters, entry, args):
+    assert filters["obs_differs"](entry, *args)
+
+
+def test_obs_differs_directories_and_links(filters):
+    directory = {"exists": True, "type": "directory", "owner": "root", "group": "am", "mode": "0750", "target": None}
+    assert not filters["obs_differs"](directory, owner="root", group="am", mode="0750", kind="directory")
+    assert filters["obs_differs"](
+        {**directory, "mode": "0700"}, owner="root", group="am", mode="0750", kind="directory"
+    )
+    link = {"exists": True, "type": "link", "target": "/opt/x-1/x"}
+    assert not filters["obs_differs"](link, kind="link", target="/opt/x-1/x")
+    assert filters["obs_differs"](link, kind="link", target="/opt/x-2/x")
+
+
+def test_binaries_linked_every_binary_must_point_into_the_version(filters):
+    binaries = [{"src": "am-1/alertmanager", "name": "alertmanager"}, {"src": "am-1/amtool", "name": "amtool"}]
+    paths = {
+        "/usr/local/bin/alertmanager": {"exists": True, "type": "link", "target": "/opt/am-1/am-1/alertmanager"},
+        "/usr/local/bin/amtool": {"exists": True, "type": "link", "target": "/opt/am-1/am-1/amtool"},
+    }
+    assert filters["binaries_linked"](binaries, paths, "/usr/local/bin", "/opt/am-1")
+    assert not filters["binaries_linked"](binaries, paths, "/usr/local/bin", "/opt/am-2")
+    missing = {**paths, "/usr/local/bin/amtool": {"exists": False}}
+    assert not filters["binaries_linked"](binaries, missing, "/usr/local/bin", "/opt/am-1")
+    assert not filters["binaries_linked"]([], paths, "/usr/local/bin", "/opt/am-1")
+
+
+def test_unit_running(filters):
+    assert filters["unit_running"]({"active": "active", "enabled": "enabled"})
+    assert not filters["unit_running"]({"active": "inactive", "enabled": "enabled"})
+    assert not filters["unit_running"]({"active": "active", "enabled": "disabled"})
+    assert not filters["unit_running"]({})

@@ -1,4 +1,4 @@
-"""Unit tests of the grafana_dashboards and grafana_datasource modules and their Grafana client.
+"""Unit tests of the grafana_dashboards and obs_grafana_datasource modules and their Grafana client.
 
 Most tests need no network: ansible.module_utils.urls.open_url, as used by the
 client, is replaced by FakeGrafana, an in-memory Grafana that follows the
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -26,37 +25,25 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import ansible.module_utils
 import pytest
-import yaml
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
+from conftest import (
+    FIXTURES,
+    FakeResponse,
+    compare_options,
+    load_ansible_module,
+    load_module_utils,
+    module_docs,
+)
+from conftest import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STANDIN = REPO / "tests" / "standins" / "grafana" / "grafana_standin.py"
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 PLAYBOOK = FIXTURES / "grafana_mod_playbook.yml"
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# The modules import their client as ansible.module_utils.grafana_client
-# (ansible.cfg puts plugins/module_utils there); do the same here.
-ansible.module_utils.http_messages = _load(
-    "ansible.module_utils.http_messages", REPO / "plugins/module_utils/http_messages.py"
-)
-client_mod = _load("ansible.module_utils.grafana_client", REPO / "plugins/module_utils/grafana_client.py")
-ansible.module_utils.grafana_client = client_mod
-dash_mod = _load("grafana_dashboards_under_test", REPO / "plugins/modules/grafana_dashboards.py")
-ds_mod = _load("grafana_datasource_under_test", REPO / "plugins/modules/grafana_datasource.py")
+http_mod = load_module_utils("http_client")
+client_mod = load_module_utils("grafana_client")
+dash_mod = load_ansible_module("grafana_dashboards")
+ds_mod = load_ansible_module("obs_grafana_datasource")
 
 GRAFANA = "http://grafana:3000"
 PASSWORD = "pw-of-admin"
@@ -66,18 +53,6 @@ FOLDERS = f"{GRAFANA}/api/folders?limit=1000&page=1"
 
 
 # ----------------------------------------------------------------- fake Grafana
-class FakeResponse:
-    def __init__(self, body: bytes, status: int = 200):
-        self._body = body
-        self.status = status
-
-    def read(self):
-        return self._body
-
-    def getcode(self):
-        return self.status
-
-
 def go_json(value):
     """What Grafana (Go, float64 numbers) gives back for a JSON value: 1.0 comes back as 1."""
     if isinstance(value, float) and value.is_integer():
@@ -345,33 +320,16 @@ class FakeGrafana:
         return 200, {"message": "Data source deleted", "id": ds["id"]}
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
 @pytest.fixture
 def fake(monkeypatch):
     grafana = FakeGrafana()
-    monkeypatch.setattr(client_mod, "open_url", grafana.open_url)
+    monkeypatch.setattr(http_mod, "open_url", grafana.open_url)
     return grafana
 
 
 @pytest.fixture
-def run(monkeypatch):
+def run(run_module):
     """run(module, check_mode=False, diff=False, **args) -> result dict (failed=True when it failed)."""
-
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, msg, **kwargs):
-        raise FailJson(dict(kwargs, msg=msg, failed=True))
-
-    monkeypatch.setattr(AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(AnsibleModule, "fail_json", fail_json)
 
     def _run(module, check_mode=False, diff=False, **overrides):
         args = {"url": GRAFANA, "url_username": "admin", "url_password": PASSWORD, **overrides}
@@ -380,12 +338,7 @@ def run(monkeypatch):
             args["_ansible_check_mode"] = True
         if diff:
             args["_ansible_diff"] = True
-        with patch_module_args(args):
-            try:
-                module.main()
-            except (ExitJson, FailJson) as exc:
-                return exc.args[0]
-        raise AssertionError("the module returned without exit_json or fail_json")
+        return run_module(module.main, args)
 
     return _run
 
@@ -767,7 +720,7 @@ def test_client_errors(monkeypatch):
         def fake_open_url(url, **kwargs):
             raise HTTPError(url, code, "x", {}, io.BytesIO(body))
 
-        monkeypatch.setattr(client_mod, "open_url", fake_open_url)
+        monkeypatch.setattr(http_mod, "open_url", fake_open_url)
 
     answer(403, json.dumps({"message": "You'll need additional permissions", "title": "Access denied"}).encode())
     with pytest.raises(client_mod.GrafanaError) as info:
@@ -788,13 +741,13 @@ def test_client_errors(monkeypatch):
     def timing_out(url, **kwargs):
         raise URLError(TimeoutError("timed out"))
 
-    monkeypatch.setattr(client_mod, "open_url", timing_out)
+    monkeypatch.setattr(http_mod, "open_url", timing_out)
     with pytest.raises(
         client_mod.GrafanaError, match=r"^Grafana at http://grafana:3000 is unreachable: timed out after 3 s"
     ):
         client.health()
 
-    monkeypatch.setattr(client_mod, "open_url", lambda url, **kwargs: FakeResponse(b"<html>login</html>"))
+    monkeypatch.setattr(http_mod, "open_url", lambda url, **kwargs: FakeResponse(b"<html>login</html>"))
     with pytest.raises(client_mod.GrafanaError, match=r"not JSON: <html>login</html> \(is http://grafana:3000 the URL"):
         client.health()
 
@@ -824,7 +777,7 @@ def test_client_sends_org_header_and_pages_through_search(monkeypatch):
         hits = [{"uid": f"d{i}", "type": "dash-db"} for i in range(5000 if page == "1" else 3)]
         return FakeResponse(json.dumps(hits).encode())
 
-    monkeypatch.setattr(client_mod, "open_url", fake_open_url)
+    monkeypatch.setattr(http_mod, "open_url", fake_open_url)
     client = client_mod.GrafanaClient(GRAFANA + "/grafana/", username="admin", password="x", org_id=2)
     assert len(client.search_dashboards(folder_uid="ops")) == 5003
     assert [parse_qs(urlsplit(u).query)["page"] for u, h in seen] == [["1"], ["2"]]
@@ -987,43 +940,23 @@ def test_datasource_refusals(fake, run):
 
 
 # ======================================================================= documentation
-def _doc(module, name):
-    return yaml.safe_load(getattr(module, name))
-
-
-def _compare_options(doc_options, spec_options, path=""):
-    assert set(doc_options) == set(spec_options), f"{path}: documented {sorted(doc_options)} != {sorted(spec_options)}"
-    for name, spec in spec_options.items():
-        doc = doc_options[name]
-        where = f"{path}{name}"
-        assert doc.get("type", "str") == spec.get("type", "str"), where
-        assert doc.get("required", False) == spec.get("required", False), where
-        assert doc.get("default") == spec.get("default"), where
-        assert doc.get("choices") == spec.get("choices"), where
-        assert doc.get("elements") == spec.get("elements"), where
-        assert doc.get("description"), f"{where} has no description"
-        assert ("suboptions" in doc) == ("options" in spec), where
-
-
 @pytest.mark.parametrize(
     ("module", "name", "no_log"),
     [
         (dash_mod, "grafana_dashboards", {"url_password", "token"}),
-        (ds_mod, "grafana_datasource", {"url_password", "token", "secure_json_data", "basic_auth_password"}),
+        (ds_mod, "obs_grafana_datasource", {"url_password", "token", "secure_json_data", "basic_auth_password"}),
     ],
 )
 def test_documentation_matches_the_argument_spec(module, name, no_log):
-    doc = _doc(module, "DOCUMENTATION")
+    doc, examples, returned = module_docs(name)
     assert doc["module"] == name
-    _compare_options(doc["options"], module.ARGUMENT_SPEC)
+    compare_options(doc["options"], module.ARGUMENT_SPEC)
     assert {k for k, spec in module.ARGUMENT_SPEC.items() if spec.get("no_log")} == no_log
-    examples = _doc(module, "EXAMPLES")
     assert isinstance(examples, list) and all("hosts" not in task for task in examples), "EXAMPLES must be tasks"
     used = [task[name] for task in examples if name in task]
     assert len(used) >= 3
     for args in used:
         assert set(args) <= set(module.ARGUMENT_SPEC), set(args) - set(module.ARGUMENT_SPEC)
-    returned = _doc(module, "RETURN")
     assert {"writes", "msg"} <= set(returned)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO_ROOT / "tests" / "standins" / "grafana"
@@ -742,11 +742,7 @@ def test_server_loads_installed_plugins(package, tmp_path):
 
 
 def standin_module():
-    spec = importlib.util.spec_from_file_location("grafana_standin_under_test", STANDIN_DIR / "grafana_standin.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("grafana_standin_under_test", STANDIN_DIR / "grafana_standin.py")
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,30 @@ def test_every_role_is_covered():
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
 def test_defaults_and_argument_specs_match(role):
     defaults, options = _defaults(role), _options(role)
+    required = {name for name, option in options.items() if option.get("required")}
     assert set(defaults) - set(options) == set(), "defaults without an argument spec"
-    assert set(options) - set(defaults) - GLOBALS == set(), "argument specs without a default"
+    assert set(options) - set(defaults) - GLOBALS - required == set(), "argument specs without a default"
+    # A default would satisfy "required" and make it meaningless.
+    assert required & set(defaults) == set(), "required inputs must not have a default"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_defaults_live_only_in_defaults(role):
+    """One place for a default: the argument spec types and documents, defaults/main.yml sets."""
+    assert [name for name, option in _options(role).items() if "default" in option] == []
+
+
+@pytest.mark.parametrize("role", ["service", "artifact"])
+def test_shared_roles_require_their_inputs(role):
+    path = Path(__file__).resolve().parents[2] / "roles" / role
+    required = {name for name, option in _options(path).items() if option.get("required")}
+    expected = {
+        "service": {"service_name", "service_description", "service_user", "service_binary", "service_ready_url"},
+        "artifact": {"artifact_name", "artifact_version", "artifact_binaries"},
+    }[role]
+    assert required == expected
+    comments = (path / "defaults/main.yml").read_text()
+    assert all(re.search(rf"^#\s+{name}\s", comments, re.M) for name in required), "required inputs are documented"
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
@@ -66,6 +88,8 @@ def test_every_default_has_a_comment(role):
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
 def test_choices_include_the_default(role):
+    defaults = _defaults(role)
     for name, option in _options(role).items():
-        if "choices" in option and "default" in option:
-            assert option["default"] in option["choices"], name
+        value = defaults.get(name)
+        if "choices" in option and isinstance(value, str) and "{{" not in value:
+            assert value in option["choices"], name

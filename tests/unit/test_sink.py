@@ -12,7 +12,7 @@ Alertmanager, configured like the sandbox, gets every integration accepted.
 from __future__ import annotations
 
 import email.utils
-import importlib.util
+import importlib
 import json
 import os
 import smtplib
@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 import yaml
-from conftest import require_tool
+from conftest import load_module_from_path, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SINK = REPO / "tests" / "sink" / "sink.py"
@@ -140,11 +140,7 @@ def _sink_dir_on_path() -> None:
 @pytest.fixture(scope="module")
 def sink_module():
     _sink_dir_on_path()
-    spec = importlib.util.spec_from_file_location("obs_sink_under_test", SINK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from_path("obs_sink_under_test", SINK)
 
 
 @pytest.fixture(scope="module")

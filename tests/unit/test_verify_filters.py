@@ -4,12 +4,12 @@ the broken state it guards against."""
 from __future__ import annotations
 
 import pytest
-from conftest import REPO_ROOT, _load_module_from_path
+from conftest import REPO_ROOT, load_module_from_path
 
 
 @pytest.fixture(scope="module")
 def verify():
-    return _load_module_from_path("verify_filters", REPO_ROOT / "plugins/filter/verify.py").FilterModule().filters()
+    return load_module_from_path("verify_filters", REPO_ROOT / "plugins/filter/verify.py").FilterModule().filters()
 
 
 @pytest.fixture(scope="module")

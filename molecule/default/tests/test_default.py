@@ -236,7 +236,7 @@ def test_grafana_ready_with_database_ok(host, want):
     if not want["grafana"]:
         pytest.skip("Grafana is not in this host's groups")
     assert host.service("grafana").is_running
-    health = curl_json(host, "http://127.0.0.1:3000/api/health")
+    health = curl_json(host, want["grafana_api"]["url"] + "/api/health")
     assert health["database"] == "ok"
     ini = host.file("/etc/grafana/grafana.ini")
     assert ini.mode == 0o640
@@ -248,12 +248,14 @@ def test_grafana_datasource_and_dashboards_provisioned(host, secrets, want):
     if not want["grafana"]:
         pytest.skip("Grafana is not in this host's groups")
     pw = secrets["vault_grafana_admin_password"]
-    ds = curl_json(host, "http://127.0.0.1:3000/api/datasources/uid/prometheus", "admin", pw)
+    api, user = want["grafana_api"]["url"], want["grafana_api"]["admin_user"]
+    ds = curl_json(host, f"{api}/api/datasources/uid/prometheus", user, pw)
     assert ds["type"] == "prometheus"
     assert ds["isDefault"] is True
     assert ds["secureJsonFields"].get("basicAuthPassword") is True
-    hits = curl_json(host, "http://127.0.0.1:3000/api/search?type=dash-db&folderUIDs=mdl", "admin", pw)
-    assert sorted(h["uid"] for h in hits) == ["infrastructure", "mdl-api-overview", "mdl-business"]
+    folder = want["grafana_api"]["folder_uid"]
+    hits = curl_json(host, f"{api}/api/search?type=dash-db&folderUIDs={folder}", user, pw)
+    assert sorted(h["uid"] for h in hits) == want["grafana_api"]["dashboard_uids"]
 
 
 def test_every_dashboard_query_runs_on_real_prometheus(host, secrets, want):
@@ -282,7 +284,8 @@ def test_grafana_api_datasource_managed_by_module(host, secrets, want):
     if not want["grafana"]:
         pytest.skip("Grafana is not in this host's groups")
     pw = secrets["vault_grafana_admin_password"]
-    ds = curl_json(host, "http://127.0.0.1:3000/api/datasources/uid/alertmanager", "admin", pw)
+    api, user = want["grafana_api"]["url"], want["grafana_api"]["admin_user"]
+    ds = curl_json(host, f"{api}/api/datasources/uid/alertmanager", user, pw)
     assert ds["type"] == "alertmanager"
     assert ds["basicAuth"] is True
     assert ds["secureJsonFields"].get("basicAuthPassword") is True

@@ -1,4 +1,4 @@
-"""Unit tests of the alertmanager_smoke_test module and its Alertmanager client.
+"""Unit tests of the alertmanager_routing_check module and its Alertmanager client.
 
 No network: ansible.module_utils.urls.open_url, as used by the client, is
 replaced by a fake world of Alertmanagers (v2 API, /metrics, /api/v2/status)
@@ -11,42 +11,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib.util
 import io
 import json
 import re
-import sys
-from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qs, urlsplit
 
-import ansible.module_utils
 import pytest
-import yaml
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# The module imports its client as ansible.module_utils.alertmanager_client
-# (ansible.cfg puts plugins/module_utils there); do the same here.
-ansible.module_utils.http_messages = _load(
-    "ansible.module_utils.http_messages", REPO / "plugins/module_utils/http_messages.py"
-)
-client_mod = _load("ansible.module_utils.alertmanager_client", REPO / "plugins/module_utils/alertmanager_client.py")
-ansible.module_utils.alertmanager_client = client_mod
-smoke = _load("alertmanager_smoke_test_under_test", REPO / "plugins/modules/alertmanager_smoke_test.py")
+from conftest import FIXTURES, FakeResponse, compare_options, load_ansible_module, load_module_utils, module_docs
 
 AM1 = "http://am1:9093"
 AM2 = "http://am2:9093"
@@ -54,6 +26,11 @@ SINK = "http://sink:8080"
 STATUS_CONFIG = (FIXTURES / "am_smoke_status_config.yml").read_text()
 INTEGRATION = {"email": "email", "slack": "slack", "pagerduty": "pagerduty", "watchdog": "webhook"}
 SEND_RESOLVED = {"email", "slack", "pagerduty"}
+
+# The module and the module_utils whose clock and transport the tests replace.
+check = load_ansible_module("alertmanager_routing_check")
+http_mod, polling = load_module_utils("http_client"), load_module_utils("polling")
+client_mod, cases_mod = load_module_utils("alertmanager_client"), load_module_utils("alertmanager_cases")
 
 CRITICAL_API = {
     "name": "critical API alert pages",
@@ -97,18 +74,6 @@ class FakeClock:
         assert seconds >= 0
         self.now += seconds
         assert self.now < 100_000, "the module never stopped waiting"
-
-
-class FakeResponse:
-    def __init__(self, body: bytes, status: int = 200):
-        self._body = body
-        self.status = status
-
-    def read(self):
-        return self._body
-
-    def getcode(self):
-        return self.status
 
 
 def _fingerprint(labels: dict) -> str:
@@ -355,34 +320,17 @@ class World:
         return sorted(a["labels"].get("smoke_test_id") for a in self.ams[url].active().values())
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
 @pytest.fixture
 def world(monkeypatch):
     world = World()
-    monkeypatch.setattr(client_mod, "open_url", world.open_url)
-    monkeypatch.setattr(smoke, "_monotonic", world.clock.monotonic)
-    monkeypatch.setattr(smoke, "_sleep", world.clock.sleep)
+    monkeypatch.setattr(http_mod, "open_url", world.open_url)
+    monkeypatch.setattr(polling, "_monotonic", world.clock.monotonic)
+    monkeypatch.setattr(polling, "_sleep", world.clock.sleep)
     return world
 
 
 @pytest.fixture
-def run(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, msg, **kwargs):
-        raise FailJson(dict(kwargs, msg=msg, failed=True))
-
-    monkeypatch.setattr(AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(AnsibleModule, "fail_json", fail_json)
-
+def run(run_module):
     def _run(check_mode=False, **overrides):
         args = {
             "urls": [AM1, AM2],
@@ -394,12 +342,7 @@ def run(monkeypatch):
         }
         if check_mode:
             args["_ansible_check_mode"] = True
-        with patch_module_args(args):
-            try:
-                smoke.main()
-            except (ExitJson, FailJson) as exc:
-                return exc.args[0]
-        raise AssertionError("the module returned without exit_json or fail_json")
+        return run_module(check.main, args)
 
     return _run
 
@@ -543,8 +486,8 @@ def test_inhibition_by_a_foreign_alert_is_described(world, run):
     world.ams[AM1].alerts["f00"] = {
         "labels": foreign,
         "annotations": {},
-        "startsAt": smoke._rfc3339(now),
-        "endsAt": smoke._rfc3339(now + datetime.timedelta(hours=1)),
+        "startsAt": cases_mod.rfc3339(now),
+        "endsAt": cases_mod.rfc3339(now + datetime.timedelta(hours=1)),
         "fingerprint": "f00",
     }
     result = run(cases=[NOT_INHIBITED])
@@ -643,8 +586,8 @@ def test_timeout_waiting_for_active_says_what_was_seen(world, run):
     world.ams[AM2].alerts["other"] = {
         "labels": {"alertname": "Other", "smoke_test_id": "otherrun-07"},
         "annotations": {},
-        "startsAt": smoke._rfc3339(now),
-        "endsAt": smoke._rfc3339(now + datetime.timedelta(hours=1)),
+        "startsAt": cases_mod.rfc3339(now),
+        "endsAt": cases_mod.rfc3339(now + datetime.timedelta(hours=1)),
         "fingerprint": "other",
     }
     result = run(wait_active_timeout=6)
@@ -850,11 +793,7 @@ def test_cleanup_problem_fails_the_run(world, run):
 def test_ids_are_never_substrings_of_each_other():
     cases = [dict(INHIBITED, name=f"case {i}") for i in range(12)]
     ids = []
-    test = smoke.SmokeTest.__new__(smoke.SmokeTest)
-    test.run_id = "r"
-    test.smoke_label = "smoke_test_id"
-    test.params = {"annotations": {}, "generator_url": None}
-    for case in test._plan(cases):
+    for case in cases_mod.plan_cases(cases, "r", "smoke_test_id"):
         ids += case.alert_ids
     assert len(ids) == 24 and len(set(ids)) == 24
     assert ids[:2] == ["r-src1-01", "r-01"]
@@ -903,59 +842,38 @@ def test_client_timeout_and_bad_json(monkeypatch):
     def timing_out(url, **kwargs):
         raise URLError(TimeoutError("timed out"))
 
-    monkeypatch.setattr(client_mod, "open_url", timing_out)
+    monkeypatch.setattr(http_mod, "open_url", timing_out)
     client = client_mod.AlertmanagerClient(AM1, timeout=3)
     with pytest.raises(
         client_mod.AlertmanagerError, match=r"^Alertmanager http://am1:9093 unreachable: timed out after 3 s"
     ):
         client.status()
 
-    monkeypatch.setattr(client_mod, "open_url", lambda url, **kwargs: FakeResponse(b"<html>proxy</html>"))
+    monkeypatch.setattr(http_mod, "open_url", lambda url, **kwargs: FakeResponse(b"<html>proxy</html>"))
     with pytest.raises(client_mod.AlertmanagerError, match="returned a body that is not JSON: <html>proxy</html>"):
         client.get_alerts([])
 
 
 # --------------------------------------------------------------- documentation
-def _doc(name):
-    return yaml.safe_load(getattr(smoke, name))
-
-
-def _compare_options(doc_options, spec_options, path=""):
-    assert set(doc_options) == set(spec_options), f"{path}: documented {sorted(doc_options)} != {sorted(spec_options)}"
-    for name, spec in spec_options.items():
-        doc = doc_options[name]
-        where = f"{path}{name}"
-        assert doc.get("type", "str") == spec.get("type", "str"), where
-        assert doc.get("required", False) == spec.get("required", False), where
-        assert doc.get("default") == spec.get("default"), where
-        assert doc.get("choices") == spec.get("choices"), where
-        assert doc.get("elements") == spec.get("elements"), where
-        assert doc.get("description"), f"{where} has no description"
-        assert ("suboptions" in doc) == ("options" in spec), where
-        if "options" in spec:
-            _compare_options(doc["suboptions"], spec["options"], path=f"{where}.")
-
-
 def test_documentation_matches_the_argument_spec():
-    doc = _doc("DOCUMENTATION")
-    assert doc["module"] == "alertmanager_smoke_test"
-    _compare_options(doc["options"], smoke.ARGUMENT_SPEC)
-    no_log = {name for name, spec in smoke.ARGUMENT_SPEC.items() if spec.get("no_log")}
+    doc, _examples, _returned = module_docs("alertmanager_routing_check")
+    assert doc["module"] == "alertmanager_routing_check"
+    compare_options(doc["options"], check.ARGUMENT_SPEC)
+    no_log = {name for name, spec in check.ARGUMENT_SPEC.items() if spec.get("no_log")}
     assert no_log == {name for name in doc["options"] if "password" in name} == {"url_password"}
 
 
 def test_examples_and_return_are_valid():
-    examples = _doc("EXAMPLES")
-    options = set(smoke.ARGUMENT_SPEC)
+    _doc, examples, returned = module_docs("alertmanager_routing_check")
+    options = set(check.ARGUMENT_SPEC)
     tasks = [task for item in examples for task in item.get("tasks", [item])]
-    used = [task["alertmanager_smoke_test"] for task in tasks if "alertmanager_smoke_test" in task]
+    used = [task["alertmanager_routing_check"] for task in tasks if "alertmanager_routing_check" in task]
     assert len(used) >= 4
     for args in used:
         assert set(args) <= options, set(args) - options
     assert any(args.get("cases") == "{{ alertmanager_routing_tests }}" for args in used)
     assert any(args.get("delivery") == "sink" for args in used)
-    returned = _doc("RETURN")
     assert {"table", "failed_cases", "cases", "run_id"} <= set(returned)
     documented = set(returned["cases"]["contains"])
-    case = smoke.Case(1, "n", {"receivers": ["a"], "labels": {"a": "b"}}, "r-01", {"labels": {}})
+    case = cases_mod.Case(1, "n", {"receivers": ["a"], "labels": {"a": "b"}}, "r-01", {"labels": {}})
     assert set(case.result()) - {"index"} <= documented

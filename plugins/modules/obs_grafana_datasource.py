@@ -5,8 +5,11 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: grafana_datasource
+module: obs_grafana_datasource
 short_description: Manage one Grafana data source by uid, idempotently, secrets included
+extends_documentation_fragment:
+  - obs_http
+  - obs_grafana
 description:
   - Creates, updates or deletes one data source through the Grafana HTTP API, identified by its O(uid).
   - The non-secret fields (O(name), O(type), O(ds_url), O(access), O(is_default), O(basic_auth),
@@ -19,51 +22,9 @@ description:
     C(jsonData) under the key C(ansibleSecureHash) (see O(secure_json_data)). The secrets are sent only when
     that hash differs from the one of the given values, or when Grafana reports one of the secret fields as
     not set; otherwise the run makes no write.
-  - Only the Python standard library is needed on the host that runs it (HTTP through
-    C(ansible.module_utils.urls)).
 author:
   - Observability team
 options:
-  url:
-    description:
-      - Base URL of Grafana, for example V(https://grafana.example.internal). A sub-path (C(root_url) with
-        C(serve_from_sub_path)) is part of it.
-    type: str
-    required: true
-  url_username:
-    description:
-      - User for HTTP basic auth (for example the Grafana admin user).
-      - Mutually exclusive with O(token).
-    type: str
-  url_password:
-    description:
-      - Password of O(url_username).
-    type: str
-  token:
-    description:
-      - Service-account token, sent in the C(Authorization) header as C(Bearer <token>). Data sources need the
-        Admin role.
-      - Mutually exclusive with O(url_username) and O(url_password).
-    type: str
-  org_id:
-    description:
-      - Organisation to work in (header C(X-Grafana-Org-Id)); only for basic auth users that belong to several
-        organisations. A token always works in its own organisation.
-    type: int
-  validate_certs:
-    description:
-      - Validate the TLS certificate of an HTTPS O(url).
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - PEM file of the CA that signed Grafana's certificate.
-    type: path
-  timeout:
-    description:
-      - Timeout in seconds of every single HTTP request.
-    type: int
-    default: 10
   uid:
     description:
       - Uid of the data source (at most 40 letters, digits, C(-) and C(_)); dashboards refer to it.
@@ -152,7 +113,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Prometheus data source
-  grafana_datasource:
+  obs_grafana_datasource:
     url: "{{ grafana_url }}"
     token: "{{ grafana_service_account_token }}"
     uid: prometheus
@@ -167,7 +128,7 @@ EXAMPLES = r"""
   run_once: true
 
 - name: Loki behind an authenticating proxy (the secret is only sent when it changed)
-  grafana_datasource:
+  obs_grafana_datasource:
     url: https://grafana.example.internal
     url_username: admin
     url_password: "{{ grafana_admin_password }}"
@@ -187,7 +148,7 @@ EXAMPLES = r"""
   run_once: true
 
 - name: Remove the old data source
-  grafana_datasource:
+  obs_grafana_datasource:
     url: https://grafana.example.internal
     token: "{{ grafana_service_account_token }}"
     uid: old-prometheus
@@ -239,13 +200,20 @@ msg:
 
 import hashlib  # noqa: E402 - Ansible modules keep their imports below the documentation
 import json  # noqa: E402
-import re  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.grafana_client import GrafanaClient, GrafanaError, canonical, same  # noqa: E402
+from ansible.module_utils.grafana_client import (  # noqa: E402
+    GRAFANA_MUTUALLY_EXCLUSIVE,
+    GRAFANA_REQUIRED_TOGETHER,
+    UID_RE,
+    GrafanaClient,
+    GrafanaError,
+    canonical,
+    grafana_argument_spec,
+    same,
+)
 
 HASH_KEY = "ansibleSecureHash"
-UID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 # Fields Grafana returns that the module does not manage, kept on update (PUT replaces the data source).
 KEPT_FIELDS = ("user", "database", "withCredentials")
 # Never returned, even though Grafana answers them empty.
@@ -253,15 +221,7 @@ SECRET_FIELDS = ("password", "basicAuthPassword", "secureJsonData")
 HIDDEN = "(hidden)"
 REPLACED = "(hidden, replaced)"
 
-ARGUMENT_SPEC = dict(
-    url=dict(type="str", required=True),
-    url_username=dict(type="str"),
-    url_password=dict(type="str", no_log=True),
-    token=dict(type="str", no_log=True),
-    org_id=dict(type="int"),
-    validate_certs=dict(type="bool", default=True),
-    ca_path=dict(type="path"),
-    timeout=dict(type="int", default=10),
+ARGUMENT_SPEC = grafana_argument_spec(
     uid=dict(type="str", required=True),
     name=dict(type="str"),
     type=dict(type="str"),
@@ -296,16 +256,7 @@ class DatasourceSync:
         params = module.params
         self.params = params
         self.uid = params["uid"]
-        self.client = GrafanaClient(
-            params["url"],
-            username=params["url_username"],
-            password=params["url_password"],
-            token=params["token"],
-            timeout=params["timeout"],
-            validate_certs=params["validate_certs"],
-            ca_path=params["ca_path"],
-            org_id=params["org_id"],
-        )
+        self.client = GrafanaClient.from_params(params)
 
     def fail(self, msg, **extra):
         self.module.fail_json(msg=msg, changed=self.client.writes > 0, writes=self.client.writes, **extra)
@@ -493,8 +444,8 @@ def main():
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
-        mutually_exclusive=[("token", "url_username"), ("token", "url_password")],
-        required_together=[("url_username", "url_password")],
+        mutually_exclusive=GRAFANA_MUTUALLY_EXCLUSIVE,
+        required_together=GRAFANA_REQUIRED_TOGETHER,
         required_if=[("state", "present", ("name", "type"))],
     )
     DatasourceSync(module).run()
