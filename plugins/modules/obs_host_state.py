@@ -40,11 +40,11 @@ options:
     elements: str
     default: []
 attributes:
+  diff_mode:
+    support: none
   check_mode:
     support: full
     description: Reads only, in check mode too.
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""

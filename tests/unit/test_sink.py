@@ -448,17 +448,22 @@ def test_slack_refuses_like_slack(sink, content_type, body, code, reason):
 # --- PagerDuty: what the Events API v2 accepts and refuses -----------------------------
 
 
-def _pd(action: str = "trigger", **changes) -> dict:
-    """An Alertmanager PagerDuty event with top-level (``key=value``) or payload (``payload__key``) changes."""
-    event = pagerduty_payload("resolve" if action == "resolve" else "trigger")
-    event["event_action"] = action
+def _changed(doc: dict, nested, prefix: str, changes: dict) -> dict:
+    """``doc`` with top-level (``key=value``) or nested (``<prefix>key=value``) changes; None removes."""
     for name, value in changes.items():
-        target, key = (event["payload"], name[len("payload__") :]) if name.startswith("payload__") else (event, name)
+        target, key = (nested(doc), name[len(prefix) :]) if name.startswith(prefix) else (doc, name)
         if value is None:
             target.pop(key, None)
         else:
             target[key] = value
-    return event
+    return doc
+
+
+def _pd(action: str = "trigger", **changes) -> dict:
+    """An Alertmanager PagerDuty event with top-level (``key=value``) or payload (``payload__key``) changes."""
+    event = pagerduty_payload("resolve" if action == "resolve" else "trigger")
+    event["event_action"] = action
+    return _changed(event, lambda doc: doc["payload"], "payload__", changes)
 
 
 @pytest.mark.parametrize(
@@ -590,15 +595,7 @@ def test_pagerduty_lists_every_error(sink):
 
 def _wh(**changes) -> dict:
     """A webhook message with top-level (``key=value``) or first-alert (``alert__key``) changes; None removes."""
-    message = webhook_payload("firing")
-    for name, value in changes.items():
-        in_alert = name.startswith("alert__")
-        target, key = (message["alerts"][0], name[len("alert__") :]) if in_alert else (message, name)
-        if value is None:
-            target.pop(key, None)
-        else:
-            target[key] = value
-    return message
+    return _changed(webhook_payload("firing"), lambda doc: doc["alerts"][0], "alert__", changes)
 
 
 @pytest.mark.parametrize(
