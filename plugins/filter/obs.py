@@ -183,6 +183,11 @@ def binaries_linked(binaries, host_paths, bin_dir: str, install_dir: str) -> boo
     return bool(binaries)
 
 
+def account_differs(entry, home: str, shell: str = "/usr/sbin/nologin") -> bool:
+    """True unless obs_host_state's ``users`` entry already has this home and (nologin) shell."""
+    return not (entry or {}).get("exists") or entry.get("home") != home or entry.get("shell") != shell
+
+
 def unit_running(entry) -> bool:
     """True when obs_host_state reports a unit active and enabled."""
     return bool(entry) and entry.get("active") == "active" and entry.get("enabled") == "enabled"
@@ -201,6 +206,7 @@ class FilterModule:
             "metric_value": metric_value,
             "obs_differs": obs_differs,
             "binaries_linked": binaries_linked,
+            "account_differs": account_differs,
             "unit_running": unit_running,
             "scrape_configs": scrape_configs,
         }

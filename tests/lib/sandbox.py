@@ -55,28 +55,24 @@ def molecule_hosts() -> list[str]:
     return sorted(data["all"]["hosts"].keys())
 
 
-def expected_state(dest: Path) -> dict:
-    """Run molecule/default/tests/expected.yml against the scenario and return its JSON."""
+def playbook(playbook: Path, *args: str, inventories=(), timeout: int = 300) -> subprocess.CompletedProcess:
+    """ansible-playbook against the scenario's inventory (plus ``inventories``), as the project runs it."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
         "ANSIBLE_VAULT_PASSWORD_FILE": str(VAULT_PASSWORD_FILE),
+        "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
     }
-    proc = subprocess.run(
-        [
-            str(PROJECT / ".venv/bin/ansible-playbook"),
-            "-i",
-            str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-            str(PROJECT / "molecule/default/tests/expected.yml"),
-            "-e",
-            f"dest={dest}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    cmd = [str(PROJECT / ".venv/bin/ansible-playbook"), "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)]
+    for inventory in inventories:
+        cmd += ["-i", str(inventory)]
+    cmd += [*args, str(playbook)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def expected_state(dest: Path) -> dict:
+    """Run molecule/default/tests/expected.yml against the scenario and return its JSON."""
+    proc = playbook(PROJECT / "molecule/default/tests/expected.yml", "-e", f"dest={dest}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return json.loads(dest.read_text())

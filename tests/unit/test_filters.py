@@ -29,6 +29,7 @@ def test_filter_module_exposes_every_filter(obs, filters):
         "default_listen": obs.default_listen,
         "obs_differs": obs.obs_differs,
         "binaries_linked": obs.binaries_linked,
+        "account_differs": obs.account_differs,
         "unit_running": obs.unit_running,
     }
 
@@ -501,3 +502,12 @@ def test_unit_running(filters):
     assert not filters["unit_running"]({"active": "inactive", "enabled": "enabled"})
     assert not filters["unit_running"]({"active": "active", "enabled": "disabled"})
     assert not filters["unit_running"]({})
+
+
+def test_account_differs(filters):
+    account = {"exists": True, "home": "/var/lib/prometheus", "shell": "/usr/sbin/nologin", "uid": 998}
+    assert not filters["account_differs"](account, "/var/lib/prometheus")
+    assert filters["account_differs"](account, "/srv/prometheus")
+    assert filters["account_differs"]({**account, "shell": "/bin/bash"}, "/var/lib/prometheus")
+    assert filters["account_differs"]({"exists": False}, "/var/lib/prometheus")
+    assert filters["account_differs"]({}, "/var/lib/prometheus")

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import sandbox
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -22,20 +23,8 @@ INVENTORY_DIR = Path(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent/x")
 
 
 def run_verify(*extra, inventories=(), report=None):
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-        "ANSIBLE_VAULT_PASSWORD_FILE": str(PROJECT / "inventories/local/vault-password.txt"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    cmd = [str(PROJECT / ".venv/bin/ansible-playbook"), "-i", str(INVENTORY_DIR)]
-    for inventory in inventories:
-        cmd += ["-i", str(inventory)]
-    if report:
-        cmd += ["-e", f"verify_report_file={report}"]
-    cmd += [*extra, str(PROJECT / "playbooks/verify.yml")]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    args = [*extra, "-e", f"verify_report_file={report}"] if report else list(extra)
+    return sandbox.playbook(PROJECT / "playbooks/verify.yml", *args, inventories=inventories, timeout=900)
 
 
 @pytest.fixture(scope="module")
