@@ -31,8 +31,3 @@ fi
 scripts/ensure-docker.sh
 scripts/build-images.sh
 scripts/build-artifacts.sh
-# The controller-side test tools are Debian builds too: their Alertmanager
-# reads its notification templates from this fixed path.
-if [ ! -f /usr/share/prometheus/alertmanager/default.tmpl ]; then
-  install -D -m 0644 -t /usr/share/prometheus/alertmanager build/tools/share/alertmanager/*.tmpl
-fi

@@ -30,6 +30,15 @@ DEFAULT_LISTEN = {
     "alertmanager_cluster": "0.0.0.0:9094",
     "node_exporter": "0.0.0.0:9100",
     "grafana": "0.0.0.0:3000",
+    # Jaeger v2 (an OpenTelemetry Collector distribution): upstream binds
+    # localhost by default; these are the well-known ports on every address.
+    "jaeger_otlp_grpc": "0.0.0.0:4317",
+    "jaeger_otlp_http": "0.0.0.0:4318",
+    "jaeger_thrift_http": "0.0.0.0:14268",
+    "jaeger_query": "0.0.0.0:16686",
+    "jaeger_query_grpc": "0.0.0.0:16685",
+    "jaeger_health": "0.0.0.0:13133",
+    "jaeger_metrics": "0.0.0.0:8888",
 }
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})")
@@ -69,6 +78,14 @@ def listen_port(value: str) -> int:
     if parsed is None:
         raise ValueError(f"not a host:port listen address: {value!r}")
     return parsed[1]
+
+
+def listen_host(value: str) -> str:
+    """Host part of a listen address, IPv6 brackets removed ('' for ':port')."""
+    parsed = _parse(value)
+    if parsed is None:
+        raise ValueError(f"not a host:port listen address: {value!r}")
+    return parsed[0].strip("[]")
 
 
 def local_url(listen_address: str, path: str = "/", scheme: str = "http") -> str:
@@ -199,6 +216,7 @@ class FilterModule:
             "default_listen": default_listen,
             "release_arch": release_arch,
             "listen_port": listen_port,
+            "listen_host": listen_host,
             "local_url": local_url,
             "bare_flags": bare_flags,
             "scrape_targets": scrape_targets,

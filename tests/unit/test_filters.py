@@ -20,6 +20,7 @@ def test_filter_module_exposes_every_filter(obs, filters):
     assert filters == {
         "release_arch": obs.release_arch,
         "listen_port": obs.listen_port,
+        "listen_host": obs.listen_host,
         "local_url": obs.local_url,
         "bare_flags": obs.bare_flags,
         "scrape_targets": obs.scrape_targets,
@@ -511,3 +512,16 @@ def test_account_differs(filters):
     assert filters["account_differs"]({**account, "shell": "/bin/bash"}, "/var/lib/prometheus")
     assert filters["account_differs"]({"exists": False}, "/var/lib/prometheus")
     assert filters["account_differs"]({}, "/var/lib/prometheus")
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [("0.0.0.0:8888", "0.0.0.0"), (":8888", ""), ("[::1]:8888", "::1"), ("jaeger.internal:8888", "jaeger.internal")],
+)
+def test_listen_host(obs, value, host):
+    assert obs.listen_host(value) == host
+
+
+def test_listen_host_refuses_a_bare_port(obs):
+    with pytest.raises(ValueError, match="not a host:port listen address: '8888'"):
+        obs.listen_host("8888")

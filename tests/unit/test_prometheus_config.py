@@ -23,6 +23,7 @@ EXPECTED_TARGETS = {
         "mon-2": "mon-2.obs.internal:9100",
         "mon-3": "mon-3:9100",
     },
+    "jaeger": {"mon-2": "mon-2.obs.internal:18888"},
     "mdl-api": {"api-1": "10.0.1.1:3000", "api-2": "10.0.1.2:8080"},
     "postgres": {"db-1": "10.0.2.1:9187"},
 }
@@ -140,6 +141,7 @@ def test_scrape_job_names_in_order(full):
         "prometheus",
         "alertmanager",
         "node",
+        "jaeger",
         "mdl-api",
         "postgres",
     ]

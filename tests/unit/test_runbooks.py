@@ -37,6 +37,8 @@ EXPECTED_ALERTS = {
     "PrometheusConfigReloadFailed",
     "AlertmanagerConfigReloadFailed",
     "AlertmanagerFailedToSendNotifications",
+    "JaegerSpansRefused",
+    "JaegerSpansDropped",
     "NodeFilesystemAlmostFull",
     "NodeMemoryPressure",
     "NodeClockSkew",
