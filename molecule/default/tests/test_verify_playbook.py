@@ -139,3 +139,11 @@ def test_verify_fails_when_prometheus_alerts_to_other_alertmanagers(verify_run, 
     assert "does not alert to the inventory's Alertmanagers" in proc.stdout
     assert "http://192.0.2.10:9093/api/v2/alerts" in proc.stdout
     assert f"http://{real[0]}:9093/api/v2/alerts" in proc.stdout
+
+
+def test_verify_fails_when_jaeger_does_not_return_the_span(verify_run):
+    """The span check can fail: asked on a port where no query API listens, verify reports the trace missing."""
+    proc = run_verify("-e", "jaeger_query_listen_address=0.0.0.0:16999")
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "accepted the span" in proc.stdout
+    assert "127.0.0.1:16999/api/traces/" in proc.stdout
