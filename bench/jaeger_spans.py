@@ -322,6 +322,7 @@ def main() -> None:
         for key, value in head["settings"].items():
             print(f"  {key}: {json.dumps(value)}")
         proc = start_jaeger(tmp, ports["health"])
+        query = f"http://127.0.0.1:{ports['query']}/api/traces/"
         sender, steps, before = Sender(args, ports["otlp_http"]), [], scrape(ports["metrics"])
         for rate in args.ladder:
             seconds = min(args.step_seconds, deadline - time.monotonic() - 20)  # 20s left for read-back and stop
@@ -330,15 +331,15 @@ def main() -> None:
                 break
             steps.append(measure(sender, ports["metrics"], before, rate, seconds))
             before = steps[-1].pop("_after")
-        time.sleep(2.5)  # batch timeout is 1s: let the last batch reach the store
-        final, query = scrape(ports["metrics"]), f"http://127.0.0.1:{ports['query']}/api/traces/"
-        for s in steps:
-            ids = s.pop("ids")
-            s["stored"], s["checked"] = (
+            # Read back right after the step: later steps may evict these
+            # traces from the bounded memory store (oldest first).
+            time.sleep(2.5)  # batch timeout is 1s: let the last batch reach the store
+            ids = steps[-1].pop("ids")
+            steps[-1]["stored"], steps[-1]["checked"] = (
                 sum(requests.get(query + i, timeout=10).status_code == 200 for i in ids),
                 len(ids),
             )
-        report(steps, final, head)
+        report(steps, scrape(ports["metrics"]), head)
     finally:
         signal.alarm(0)
         stop(proc)

@@ -6,7 +6,8 @@
 # - Prometheus, promtool, Alertmanager, amtool, node_exporter and Jaeger: the
 #   real programs at the versions the roles pin, built from their Go modules
 #   by scripts/build-go.sh (cached in build/go);
-# - Grafana: the project's STAND-IN (tests/standins/grafana, not Grafana).
+# - Grafana, Loki and Promtail: the project's STAND-INS (tests/standins/, not
+#   the real programs).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,13 +15,26 @@ out=${OBS_MIRROR_DIR:-$here/build/mirror}
 
 "$here/scripts/build-go.sh"
 
-# Grafana cannot be obtained here: package the project's Grafana STAND-IN
-# in the layout of the official tarball, served like dl.grafana.com/oss/release/.
+# standin <name> <version> <release dir>: package a STAND-IN (tests/standins/<name>,
+# not the real program) in the layout of the official archive, once per content.
+standin() {
+  local name=$1 version=$2 dir=$3 stamp
+  stamp="$dir/.built-$name-$(find "$here/tests/standins/$name" -type f -not -path "*/__pycache__/*" | sort | xargs cat | sha256sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    mkdir -p "$dir"
+    "$here/tests/standins/$name/package.sh" "$version" "$dir" >/dev/null
+    rm -f "$dir"/.built-"$name"-*
+    touch "$stamp"
+  fi
+  echo "$name stand-in $version -> $dir"
+}
+role_default() { sed -nE "s/^$2: \"?([^\"]+)\"?$/\1/p" "$here/roles/$1/defaults/main.yml"; }
+
+# Grafana, Loki and Promtail cannot be obtained here (see the README): their
+# stand-ins, served like dl.grafana.com/oss/release/ and Loki's GitHub releases.
 grafana_version=$(sed -nE 's/^grafana_version: "?([^"]+)"?$/\1/p' "$here/inventories/local/group_vars/all/main.yml")
-stamp="$out/grafana/.built-$grafana_version-$(find "$here/tests/standins/grafana" -type f -not -path "*/__pycache__/*" | sort | xargs cat | sha256sum | cut -c1-12)"
-if [ ! -f "$stamp" ]; then
-  "$here/tests/standins/grafana/package.sh" "$grafana_version" "$out/grafana/oss/release" >/dev/null
-  rm -f "$out"/grafana/.built-*
-  touch "$stamp"
-fi
-echo "grafana stand-in $grafana_version -> $out/grafana/oss/release"
+standin grafana "$grafana_version" "$out/grafana/oss/release"
+loki_version=$(role_default loki loki_version)
+standin loki "$loki_version" "$out/github/grafana/loki/releases/download/v$loki_version"
+promtail_version=$(role_default promtail promtail_version)
+standin promtail "$promtail_version" "$out/github/grafana/loki/releases/download/v$promtail_version"

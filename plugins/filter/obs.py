@@ -39,6 +39,10 @@ DEFAULT_LISTEN = {
     "jaeger_query_grpc": "0.0.0.0:16685",
     "jaeger_health": "0.0.0.0:13133",
     "jaeger_metrics": "0.0.0.0:8888",
+    "loki": "0.0.0.0:3100",
+    # Loki's gRPC (internal ring traffic in single-binary mode): loopback.
+    "loki_grpc": "127.0.0.1:9095",
+    "promtail": "0.0.0.0:9080",
 }
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})")
@@ -86,6 +90,19 @@ def listen_host(value: str) -> str:
     if parsed is None:
         raise ValueError(f"not a host:port listen address: {value!r}")
     return parsed[0].strip("[]")
+
+
+_DURATION = re.compile(r"(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d|w|y)")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(value) -> float:
+    """Seconds of a Prometheus/Loki duration ('744h', '1h30m', '7d'); ValueError when it is not one."""
+    text = str(value).strip()
+    parts = list(_DURATION.finditer(text))
+    if not text or "".join(p.group(0) for p in parts) != text:
+        raise ValueError(f"not a duration such as 24h, 7d or 1h30m: {value!r}")
+    return sum(int(p.group("n")) * _DURATION_SECONDS[p.group("unit")] for p in parts)
 
 
 def local_url(listen_address: str, path: str = "/", scheme: str = "http") -> str:
@@ -200,9 +217,13 @@ def binaries_linked(binaries, host_paths, bin_dir: str, install_dir: str) -> boo
     return bool(binaries)
 
 
-def account_differs(entry, home: str, shell: str = "/usr/sbin/nologin") -> bool:
-    """True unless obs_host_state's ``users`` entry already has this home and (nologin) shell."""
-    return not (entry or {}).get("exists") or entry.get("home") != home or entry.get("shell") != shell
+def account_differs(entry, home: str, shell: str = "/usr/sbin/nologin", groups=None) -> bool:
+    """True unless obs_host_state's ``users`` entry already has this home, (nologin) shell and these
+    supplementary groups (among others: the user module appends)."""
+    entry = entry or {}
+    if not entry.get("exists") or entry.get("home") != home or entry.get("shell") != shell:
+        return True
+    return not set(groups or []) <= set(entry.get("groups") or [])
 
 
 def unit_running(entry) -> bool:
@@ -217,6 +238,7 @@ class FilterModule:
             "release_arch": release_arch,
             "listen_port": listen_port,
             "listen_host": listen_host,
+            "duration_seconds": duration_seconds,
             "local_url": local_url,
             "bare_flags": bare_flags,
             "scrape_targets": scrape_targets,

@@ -138,7 +138,8 @@ def user(name):
         entry = pwd.getpwnam(name)
     except KeyError:
         return {"exists": False}
-    return {"exists": True, "home": entry.pw_dir, "shell": entry.pw_shell, "uid": entry.pw_uid}
+    groups = sorted(g.gr_name for g in grp.getgrall() if name in g.gr_mem)
+    return {"exists": True, "home": entry.pw_dir, "shell": entry.pw_shell, "uid": entry.pw_uid, "groups": groups}
 
 
 def unit(module, name):

@@ -46,7 +46,10 @@ from dashboards import (  # noqa: E402
 
 PROMETHEUS_DEFAULTS = REPO_ROOT / "roles" / "prometheus" / "defaults" / "main.yml"
 README = DASHBOARD_DIR / "README.md"
-EXPECTED_UIDS = {"mdl-api-overview", "mdl-business", "infrastructure"}
+EXPECTED_UIDS = {"mdl-api-overview", "mdl-business", "infrastructure", "logs-traces"}
+# The stack's own telemetry on the logs & traces dashboard: Loki, Promtail and
+# Jaeger (an OpenTelemetry Collector) metrics, each scraped from its own job.
+STACK_PREFIXES = {"loki_": "loki", "promtail_": "promtail", "otelcol_": "jaeger"}
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 DEPRECATED_PANEL_TYPES = {"graph", "singlestat", "table-old", "grafana-singlestat-panel", "grafana-piechart-panel"}
 MIN_SCHEMA_VERSION = 36
@@ -366,6 +369,7 @@ def test_titles(dashboards):
     assert dashboards["mdl-api-overview"]["title"] == "MDL API \u2013 Overview"
     assert dashboards["mdl-business"]["title"] == "MDL \u2013 Business metrics"
     assert dashboards["infrastructure"]["title"] == "Infrastructure"
+    assert dashboards["logs-traces"]["title"] == "Logs & traces"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -456,6 +460,10 @@ def test_dashboards_use_only_existing_or_documented_metrics(dashboards, recordin
                     assert metric.startswith("node_") or metric == "up", (
                         f"{title!r}: {metric} is no node_exporter metric"
                     )
+                elif name == "logs-traces":
+                    job = next((j for p, j in STACK_PREFIXES.items() if metric.startswith(p)), None)
+                    assert job, f"{title!r}: {metric} is no Loki, Promtail or Jaeger metric"
+                    assert selector_problems(expr, [f'job="{job}"']) == [], f"{title!r}: {metric} without job={job}"
                 else:
                     assert metric in known, f"{name} {title!r}: {metric} is neither exported nor in the README"
     assert not expected & PLAN_METRICS, f"README lists metrics the plan already exports: {expected & PLAN_METRICS}"

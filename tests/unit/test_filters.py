@@ -21,6 +21,7 @@ def test_filter_module_exposes_every_filter(obs, filters):
         "release_arch": obs.release_arch,
         "listen_port": obs.listen_port,
         "listen_host": obs.listen_host,
+        "duration_seconds": obs.duration_seconds,
         "local_url": obs.local_url,
         "bare_flags": obs.bare_flags,
         "scrape_targets": obs.scrape_targets,
@@ -423,8 +424,8 @@ def test_scrape_configs_metrics_path_only_where_set(filters):
 def test_default_listen_is_the_role_default(filters):
     assert filters["default_listen"]("prometheus") == "0.0.0.0:9090"
     assert filters["default_listen"]("alertmanager_cluster") == "0.0.0.0:9094"
-    with pytest.raises(ValueError, match="no default listen address for 'loki'"):
-        filters["default_listen"]("loki")
+    with pytest.raises(ValueError, match="no default listen address for 'tempo'"):
+        filters["default_listen"]("tempo")
 
 
 def test_no_role_or_playbook_repeats_a_default_listen_address(obs):
@@ -514,6 +515,18 @@ def test_account_differs(filters):
     assert filters["account_differs"]({}, "/var/lib/prometheus")
 
 
+def test_account_differs_on_missing_supplementary_groups(filters):
+    account = {
+        "exists": True,
+        "home": "/var/lib/promtail",
+        "shell": "/usr/sbin/nologin",
+        "groups": ["adm", "systemd-journal"],
+    }
+    assert not filters["account_differs"](account, "/var/lib/promtail", groups=["systemd-journal"])
+    assert filters["account_differs"](account, "/var/lib/promtail", groups=["systemd-journal", "mdl"])
+    assert filters["account_differs"]({**account, "groups": []}, "/var/lib/promtail", groups=["systemd-journal"])
+
+
 @pytest.mark.parametrize(
     ("value", "host"),
     [("0.0.0.0:8888", "0.0.0.0"), (":8888", ""), ("[::1]:8888", "::1"), ("jaeger.internal:8888", "jaeger.internal")],
@@ -525,3 +538,16 @@ def test_listen_host(obs, value, host):
 def test_listen_host_refuses_a_bare_port(obs):
     with pytest.raises(ValueError, match="not a host:port listen address: '8888'"):
         obs.listen_host("8888")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("24h", 86400), ("744h", 2678400), ("1h30m", 5400), ("7d", 604800), ("500ms", 0.5)]
+)
+def test_duration_seconds(obs, value, seconds):
+    assert obs.duration_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "24", "1 day", "24H", "h24", "-1h"])
+def test_duration_seconds_refuses_what_is_not_a_duration(obs, value):
+    with pytest.raises(ValueError, match="not a duration"):
+        obs.duration_seconds(value)

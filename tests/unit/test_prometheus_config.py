@@ -23,6 +23,8 @@ EXPECTED_TARGETS = {
         "mon-2": "mon-2.obs.internal:9100",
         "mon-3": "mon-3:9100",
     },
+    "loki": {"mon-1": "10.0.0.1:3100"},
+    "promtail": {"mon-1": "10.0.0.1:9080", "mon-2": "mon-2.obs.internal:9080", "mon-3": "mon-3:9080"},
     "jaeger": {"mon-2": "mon-2.obs.internal:18888"},
     "mdl-api": {"api-1": "10.0.1.1:3000", "api-2": "10.0.1.2:8080"},
     "postgres": {"db-1": "10.0.2.1:9187"},
@@ -141,6 +143,8 @@ def test_scrape_job_names_in_order(full):
         "prometheus",
         "alertmanager",
         "node",
+        "loki",
+        "promtail",
         "jaeger",
         "mdl-api",
         "postgres",
@@ -202,10 +206,12 @@ def test_full_config_passes_promtool(full_path, promtool_check_config):
 
 def test_empty_app_groups_drop_their_jobs(no_apps_path):
     config = _load(no_apps_path)
+    # Promtail runs on every monitored host, so its job stays.
     assert [sc["job_name"] for sc in config["scrape_configs"]] == [
         "prometheus",
         "alertmanager",
         "node",
+        "promtail",
     ]
     jobs = _jobs(config)
     assert _instance_targets(jobs["node"]) == {
@@ -242,6 +248,11 @@ def test_minimal_inventory(minimal_path):
             "job_name": "node",
             "scheme": "http",
             "static_configs": [{"targets": ["192.0.2.10:9100"], "labels": {"instance": "solo"}}],
+        },
+        {
+            "job_name": "promtail",
+            "scheme": "http",
+            "static_configs": [{"targets": ["192.0.2.10:9080"], "labels": {"instance": "solo"}}],
         },
     ]
 

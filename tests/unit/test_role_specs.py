@@ -93,3 +93,10 @@ def test_choices_include_the_default(role):
         value = defaults.get(name)
         if "choices" in option and isinstance(value, str) and "{{" not in value:
             assert value in option["choices"], name
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_argument_spec_descriptions_hold_no_template(role):
+    """Ansible templates the spec when it validates: a {{ }} in a description runs (and fails on an undefined name)."""
+    text = (role / "meta/argument_specs.yml").read_text()
+    assert "{{" not in text and "{%" not in text, f"{role.name}: a description holds a Jinja expression"

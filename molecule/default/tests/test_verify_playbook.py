@@ -147,3 +147,11 @@ def test_verify_fails_when_jaeger_does_not_return_the_span(verify_run):
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert "accepted the span" in proc.stdout
     assert "127.0.0.1:16999/api/traces/" in proc.stdout
+
+
+def test_verify_fails_when_loki_does_not_return_the_line(verify_run):
+    """The log check can fail: when the inventory's host label differs from the one the deployed Promtail
+    sends (the config was not redeployed), Loki returns no line and verify says so."""
+    proc = run_verify("-e", json.dumps({"promtail_external_labels": {"host": "ghost", "environment": "sandbox"}}))
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "did not return its synthetic journal line" in proc.stdout
