@@ -19,7 +19,8 @@ out=${OBS_MIRROR_DIR:-$here/build/mirror}
 # not the real program) in the layout of the official archive, once per content.
 standin() {
   local name=$1 version=$2 dir=$3 stamp
-  stamp="$dir/.built-$name-$(find "$here/tests/standins/$name" -type f -not -path "*/__pycache__/*" | sort | xargs cat | sha256sum | cut -c1-12)"
+  stamp="$dir/.built-$name-$( (find "$here/tests/standins/$name" -type f -not -path "*/__pycache__/*" | sort | xargs cat
+    cat "$here/tests/standins/package-args.sh") | sha256sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
     mkdir -p "$dir"
     "$here/tests/standins/$name/package.sh" "$version" "$dir" >/dev/null

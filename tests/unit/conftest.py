@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,18 @@ def render_prometheus(tmp_path_factory):
         return dest
 
     return render
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a test server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dpkg_arch() -> str:
+    """This machine's Debian architecture (amd64, arm64, ...), as release archives name it."""
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def require_tool(name: str) -> Path:

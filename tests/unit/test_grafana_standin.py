@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import load_module_from_path
+from conftest import dpkg_arch as arch
+from conftest import free_port, load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO_ROOT / "tests" / "standins" / "grafana"
@@ -37,16 +38,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSIBLE_PLAYBOOK = REPO_ROOT / ".venv" / "bin" / "ansible-playbook"
 VERSION = "11.3.0"
 ADMIN_PASSWORD = "s3cr#t;pw"  # '#' and ';' need Grafana's triple quotes in the ini
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -24,22 +24,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import dpkg_arch as arch
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_SH = REPO_ROOT / "tests" / "standins" / "loki" / "package.sh"
 VERSION = "3.6.0"
 SEC = 10**9
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def merge(base: dict, over: dict) -> dict:

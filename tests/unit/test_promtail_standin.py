@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import load_module_from_path
+from conftest import dpkg_arch as arch
+from conftest import free_port, load_module_from_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO_ROOT / "tests" / "standins" / "promtail"
@@ -46,16 +46,6 @@ PINO_STAGES = [
     {"metrics": {"log_lines_total": {"type": "Counter", "description": "Lines by level.",
                                      "config": {"match_all": True, "action": "inc"}}}},
 ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):

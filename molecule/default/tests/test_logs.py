@@ -42,6 +42,17 @@ def _query(loki, url, query, since_s=600, limit=100):
     return json.loads(out.stdout)["data"]["result"]
 
 
+def _wait_for_lines(loki, url, query):
+    """The streams a LogQL query returns once it returns any (a minute at most)."""
+
+    def found():
+        result = _query(loki, url, query)
+        assert result, f"{query} found nothing yet"
+        return result
+
+    return eventually(found, timeout=60, interval=1)
+
+
 def test_loki_running_hardened_and_ready(host, want):
     if not want["loki"]:
         pytest.skip("this host is not in the loki group")
@@ -88,12 +99,7 @@ def test_json_log_line_is_found_with_exactly_the_expected_labels(host, promtail,
     url = _loki_expect(expected, want)["url"]
     query = f'{{job="{app["job"]}", host="{promtail["external_labels"]["host"]}"}} |= "{marker}"'
 
-    def found():
-        result = _query(loki_host, url, query)
-        assert result, f"{query} found nothing yet"
-        return result
-
-    (stream,) = eventually(found, timeout=60, interval=1)
+    (stream,) = _wait_for_lines(loki_host, url, query)
     labels = stream["stream"]
     expected_labels = {
         "job": app["job"],
@@ -128,12 +134,7 @@ def test_journal_line_is_shipped(host, promtail, loki_host, expected, want):
     url = _loki_expect(expected, want)["url"]
     query = f'{{job="systemd-journal", host="{promtail["external_labels"]["host"]}"}} |= "{marker}"'
 
-    def found():
-        result = _query(loki_host, url, query)
-        assert result, f"{query} found nothing yet"
-        return result
-
-    result = eventually(found, timeout=60, interval=1)
+    result = _wait_for_lines(loki_host, url, query)
     assert any(marker in v[1] for s in result for v in s["values"])
 
 

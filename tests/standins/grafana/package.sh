@@ -26,31 +26,12 @@
 #   LICENSE  README.md  VERSION
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-    echo "usage: $0 VERSION OUTDIR" >&2
-    exit 2
-fi
-version=${1#v}
-outdir=$2
-if [[ ! $version =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$ ]]; then
-    echo "package.sh: VERSION must look like 11.3.0, got '$1'" >&2
-    exit 2
-fi
-
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-if command -v dpkg >/dev/null 2>&1; then
-    arch=$(dpkg --print-architecture)
-else
-    case $(uname -m) in
-        x86_64) arch=amd64 ;;
-        aarch64) arch=arm64 ;;
-        armv7l) arch=armhf ;;
-        *) arch=$(uname -m) ;;
-    esac
-fi
+# shellcheck source=tests/standins/package-args.sh
+source "$here/../package-args.sh"
+standin_args 11.3.0 armhf "$@"
 
 mkdir -p "$outdir/plugins"
-outdir=$(cd "$outdir" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 top="grafana-v$version"
