@@ -49,6 +49,7 @@ bench: setup
 	$(MAKE) demo
 	bench/converge.sh sandbox
 	.venv/bin/python bench/mttd.py
+	.venv/bin/python bench/jaeger_spans.py --spans-per-trace 20
 
 clean: down
 	rm -rf build

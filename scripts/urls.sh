@@ -5,12 +5,17 @@ cd "$(dirname "$0")/.."
 export ANSIBLE_VAULT_PASSWORD_FILE=${ANSIBLE_VAULT_PASSWORD_FILE:-$PWD/inventories/local/vault-password.txt}
 .venv/bin/ansible-inventory -i inventories/local --list | .venv/bin/python -c '
 import json, sys
-# Debian-built binaries in the sandbox have no web UI; the HTTP APIs answer.
+# The sandbox Go-module builds of Prometheus and Jaeger have no web UI; the
+# HTTP APIs answer. Grafana, Loki and Promtail are stand-ins.
 names = {
     "9090": ("Prometheus", "api/v1/targets"),
     "9093": ("Alertmanager", "api/v2/status"),
     "9100": ("node_exporter", "metrics"),
     "3000": ("Grafana stand-in", "api/search"),
+    "16686": ("Jaeger query", "api/services"),
+    "4317": ("Jaeger OTLP gRPC", ""),
+    "4318": ("Jaeger OTLP HTTP", "v1/traces"),
+    "3100": ("Loki stand-in", "loki/api/v1/labels"),
 }
 inv = json.load(sys.stdin)
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml):")
@@ -18,5 +23,5 @@ for host, hv in sorted(inv["_meta"]["hostvars"].items()):
     for spec in hv.get("sandbox_published_ports", []):
         ip, port, cport = spec.split(":")
         name, path = names.get(cport, (cport, ""))
-        print(f"  {host:<12} {name:<14} http://{ip}:{port}/{path}")
+        print(f"  {host:<12} {name:<17} http://{ip}:{port}/{path}")
 '

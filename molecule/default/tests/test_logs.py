@@ -117,6 +117,12 @@ def test_json_log_line_is_found_with_exactly_the_expected_labels(host, promtail,
     assert {k: v for k, v in labels.items() if k in expected_labels} == expected_labels
     [(_, returned_line, *_)] = stream["values"]
     assert returned_line == line
+    # The "Logs & traces" dashboard's lines-by-level counter (Promtail's metrics stage) counted it.
+    metrics = host.check_output(f"curl -sS --max-time 5 -f {promtail['ready_url'].rsplit('/', 1)[0]}/metrics")
+    counted = [
+        ln for ln in metrics.splitlines() if ln.startswith("promtail_custom_log_lines_total{") and 'level="error"' in ln
+    ]
+    assert counted and all(float(ln.rsplit(" ", 1)[1]) >= 1 for ln in counted), counted
 
 
 def curl_series(loki, url, match):
