@@ -227,6 +227,29 @@ def render_prometheus(tmp_path_factory):
     return render
 
 
+def render_role(tmp_path: Path, role: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+    """Run fixtures/render_<role>.yml (the role's preflight, then its config written to <tmp_path>/<role>.yaml)."""
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(FIXTURES / "inventory.yml"), str(FIXTURES / f"render_{role}.yml")]
+    cmd += ["-e", json.dumps({"dest": str(tmp_path / f"{role}.yaml"), **(extra or {})})]
+    return subprocess.run(
+        cmd, cwd=REPO_ROOT, env=_ansible_env(tmp_path), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def rendered_config(tmp_path: Path, role: str, extra: dict | None = None) -> dict:
+    """The config the role renders with these extra vars (YAML or JSON), after its preflight passed."""
+    proc = render_role(tmp_path, role, extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return yaml.safe_load((tmp_path / f"{role}.yaml").read_text())
+
+
+def assert_refused(proc: subprocess.CompletedProcess, message: str, tmp_path: Path, role: str) -> None:
+    """The render failed with ``message`` (whitespace-normalised) and wrote no config."""
+    assert proc.returncode != 0
+    assert message in " ".join((proc.stdout + proc.stderr).split()), proc.stdout
+    assert not (tmp_path / f"{role}.yaml").exists()
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for a test server)."""
     with socket.socket() as sock:

@@ -7,27 +7,10 @@ names it, before any file is written.
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
-import yaml
-from conftest import ANSIBLE_PLAYBOOK, FIXTURES, REPO_ROOT, _ansible_env, require_tool
-
-
-def _render(tmp_path, extra: dict | None = None) -> subprocess.CompletedProcess:
-    dest = tmp_path / "jaeger.yaml"
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(FIXTURES / "inventory.yml"), str(FIXTURES / "render_jaeger.yml")]
-    cmd += ["-e", json.dumps({"dest": str(dest), **(extra or {})})]
-    return subprocess.run(
-        cmd, cwd=REPO_ROOT, env=_ansible_env(tmp_path), capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def _config(tmp_path, extra: dict | None = None) -> dict:
-    proc = _render(tmp_path, extra)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return yaml.safe_load((tmp_path / "jaeger.yaml").read_text())
+from conftest import assert_refused, render_role, rendered_config, require_tool
 
 
 def _validate(path) -> subprocess.CompletedProcess:
@@ -47,13 +30,13 @@ def _validate(path) -> subprocess.CompletedProcess:
     ids=["memory-default", "badger", "thrift-http"],
 )
 def test_rendered_config_passes_jaeger_validate(tmp_path, extra):
-    _config(tmp_path, extra)
+    rendered_config(tmp_path, "jaeger", extra)
     proc = _validate(tmp_path / "jaeger.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_defaults_bind_every_listener_and_keep_spans_in_bounded_memory(tmp_path):
-    config = _config(tmp_path)
+    config = rendered_config(tmp_path, "jaeger")
     otlp = config["receivers"]["otlp"]["protocols"]
     # Upstream binds localhost by default; the role binds the configured address.
     assert (otlp["grpc"]["endpoint"], otlp["http"]["endpoint"]) == ("0.0.0.0:4317", "0.0.0.0:4318")
@@ -67,7 +50,7 @@ def test_defaults_bind_every_listener_and_keep_spans_in_bounded_memory(tmp_path)
 
 
 def test_badger_keeps_spans_on_disk_with_a_ttl(tmp_path):
-    config = _config(tmp_path, {"jaeger_storage_backend": "badger", "jaeger_badger_span_ttl": "24h"})
+    config = rendered_config(tmp_path, "jaeger", {"jaeger_storage_backend": "badger", "jaeger_badger_span_ttl": "24h"})
     badger = config["extensions"]["jaeger_storage"]["backends"]["traces"]["badger"]
     assert badger == {
         "directories": {"keys": "/var/lib/jaeger/keys", "values": "/var/lib/jaeger/values"},
@@ -77,14 +60,14 @@ def test_badger_keeps_spans_on_disk_with_a_ttl(tmp_path):
 
 
 def test_thrift_http_is_an_option_for_v1_clients(tmp_path):
-    config = _config(tmp_path, {"jaeger_thrift_http_enabled": True})
+    config = rendered_config(tmp_path, "jaeger", {"jaeger_thrift_http_enabled": True})
     assert config["receivers"]["jaeger"] == {"protocols": {"thrift_http": {"endpoint": "0.0.0.0:14268"}}}
     assert sorted(config["service"]["pipelines"]["traces"]["receivers"]) == ["jaeger", "otlp"]
 
 
 def test_jaeger_validate_rejects_an_override_it_does_not_know(tmp_path):
     """The validation step can fail: an unknown key merged in through jaeger_config_overrides is refused."""
-    _config(tmp_path, {"jaeger_config_overrides": {"processors": {"batch": {"timeoutt": "1s"}}}})
+    rendered_config(tmp_path, "jaeger", {"jaeger_config_overrides": {"processors": {"batch": {"timeoutt": "1s"}}}})
     proc = _validate(tmp_path / "jaeger.yaml")
     assert proc.returncode != 0
     assert "timeoutt" in proc.stdout + proc.stderr
@@ -110,7 +93,4 @@ def test_jaeger_validate_rejects_an_override_it_does_not_know(tmp_path):
     ids=["unknown-backend", "bad-listen", "port-clash", "badger-dir", "badger-ttl", "max-traces", "spike-limit"],
 )
 def test_bad_input_is_refused_in_preflight(tmp_path, extra, message):
-    proc = _render(tmp_path, extra)
-    assert proc.returncode != 0
-    assert message in " ".join((proc.stdout + proc.stderr).split()), proc.stdout
-    assert not (tmp_path / "jaeger.yaml").exists()
+    assert_refused(render_role(tmp_path, "jaeger", extra), message, tmp_path, "jaeger")

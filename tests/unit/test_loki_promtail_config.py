@@ -10,29 +10,13 @@ the hosts; real Loki and Promtail cannot be built here (see the README).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
-from conftest import ANSIBLE_PLAYBOOK, FIXTURES, REPO_ROOT, _ansible_env
+from conftest import REPO_ROOT, assert_refused, render_role, rendered_config
 
 STANDINS = REPO_ROOT / "tests" / "standins"
-
-
-def _render(tmp_path, role: str, extra: dict | None = None) -> subprocess.CompletedProcess:
-    dest = tmp_path / f"{role}.yaml"
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(FIXTURES / "inventory.yml"), str(FIXTURES / f"render_{role}.yml")]
-    cmd += ["-e", json.dumps({"dest": str(dest), **(extra or {})})]
-    return subprocess.run(
-        cmd, cwd=REPO_ROOT, env=_ansible_env(tmp_path), capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def _config(tmp_path, role: str, extra: dict | None = None) -> dict:
-    proc = _render(tmp_path, role, extra)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads((tmp_path / f"{role}.yaml").read_text())
 
 
 def _check(tmp_path, role: str) -> subprocess.CompletedProcess:
@@ -40,12 +24,6 @@ def _check(tmp_path, role: str) -> subprocess.CompletedProcess:
     flag = "-verify-config" if role == "loki" else "-check-syntax"
     cmd = [sys.executable, str(script), f"-config.file={tmp_path / f'{role}.yaml'}", flag]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
-
-def _refused(proc, message: str, tmp_path, role: str):
-    assert proc.returncode != 0
-    assert message in " ".join((proc.stdout + proc.stderr).split()), proc.stdout
-    assert not (tmp_path / f"{role}.yaml").exists()
 
 
 # --------------------------------------------------------------------------
@@ -59,13 +37,13 @@ def _refused(proc, message: str, tmp_path, role: str):
     ids=["defaults", "one-week"],
 )
 def test_loki_config_passes_verify_config(tmp_path, extra):
-    _config(tmp_path, "loki", extra)
+    rendered_config(tmp_path, "loki", extra)
     proc = _check(tmp_path, "loki")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_loki_defaults_single_binary_tsdb_v13_and_retention_on(tmp_path):
-    config = _config(tmp_path, "loki")
+    config = rendered_config(tmp_path, "loki")
     assert config["target"] == "all" and config["auth_enabled"] is False
     (period,) = config["schema_config"]["configs"]
     assert (period["store"], period["schema"], period["object_store"], period["index"]["period"]) == (
@@ -84,7 +62,7 @@ def test_loki_defaults_single_binary_tsdb_v13_and_retention_on(tmp_path):
 
 def test_loki_object_store_goes_to_its_storage_block(tmp_path):
     s3 = {"bucketnames": "mdl-logs", "region": "eu-west-1", "endpoint": "s3.eu-west-1.amazonaws.com"}
-    config = _config(tmp_path, "loki", {"loki_object_store": "s3", "loki_object_store_config": s3})
+    config = rendered_config(tmp_path, "loki", {"loki_object_store": "s3", "loki_object_store_config": s3})
     assert config["storage_config"]["aws"] == s3
     assert config["schema_config"]["configs"][0]["object_store"] == "s3"
     assert config["compactor"]["delete_request_store"] == "s3"
@@ -93,7 +71,7 @@ def test_loki_object_store_goes_to_its_storage_block(tmp_path):
 
 def test_loki_verify_config_rejects_an_unknown_key(tmp_path):
     """The validation step can fail: a misspelt key merged in through loki_config_overrides is refused."""
-    _config(tmp_path, "loki", {"loki_config_overrides": {"limits_config": {"retention_perod": "24h"}}})
+    rendered_config(tmp_path, "loki", {"loki_config_overrides": {"limits_config": {"retention_perod": "24h"}}})
     proc = _check(tmp_path, "loki")
     assert proc.returncode != 0
     assert "retention_perod" in proc.stdout + proc.stderr
@@ -121,7 +99,7 @@ def test_loki_verify_config_rejects_an_unknown_key(tmp_path):
     ],
 )
 def test_loki_bad_input_is_refused_in_preflight(tmp_path, extra, message):
-    _refused(_render(tmp_path, "loki", extra), message, tmp_path, "loki")
+    assert_refused(render_role(tmp_path, "loki", extra), message, tmp_path, "loki")
 
 
 # --------------------------------------------------------------------------
@@ -130,13 +108,13 @@ def test_loki_bad_input_is_refused_in_preflight(tmp_path, extra, message):
 
 
 def test_promtail_config_passes_check_syntax(tmp_path):
-    _config(tmp_path, "promtail")
+    rendered_config(tmp_path, "promtail")
     proc = _check(tmp_path, "promtail")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_promtail_pushes_to_every_loki_of_the_inventory(tmp_path):
-    config = _config(tmp_path, "promtail")
+    config = rendered_config(tmp_path, "promtail")
     # fixtures/inventory.yml: the loki group is mon-1 (ansible_host 10.0.0.1).
     assert [c["url"] for c in config["clients"]] == ["http://10.0.0.1:3100/loki/api/v1/push"]
     assert config["clients"][0]["external_labels"] == {"environment": "unit-test", "host": "mon-1"}
@@ -144,7 +122,7 @@ def test_promtail_pushes_to_every_loki_of_the_inventory(tmp_path):
 
 
 def test_promtail_app_pipeline_keeps_ids_out_of_the_labels(tmp_path):
-    config = _config(tmp_path, "promtail")
+    config = rendered_config(tmp_path, "promtail")
     app = next(sc for sc in config["scrape_configs"] if sc["job_name"] == "mdl-api")
     assert app["static_configs"][0]["labels"] == {
         "job": "mdl-api",
@@ -159,12 +137,13 @@ def test_promtail_app_pipeline_keeps_ids_out_of_the_labels(tmp_path):
 
 
 def test_promtail_journal_scrape_relabels_unit_and_level(tmp_path):
-    config = _config(tmp_path, "promtail")
+    config = rendered_config(tmp_path, "promtail")
     journal = next(sc for sc in config["scrape_configs"] if sc["job_name"] == "systemd-journal")
     assert journal["journal"]["max_age"] == "12h"
     assert {r["target_label"] for r in journal["relabel_configs"]} == {"unit", "level"}
     assert "systemd-journal" not in {
-        sc["job_name"] for sc in _config(tmp_path, "promtail", {"promtail_journal_enabled": False})["scrape_configs"]
+        sc["job_name"]
+        for sc in rendered_config(tmp_path, "promtail", {"promtail_journal_enabled": False})["scrape_configs"]
     }
 
 
@@ -179,7 +158,7 @@ def test_promtail_check_syntax_rejects_an_unknown_stage(tmp_path):
             }
         ]
     }
-    _config(tmp_path, "promtail", extra)
+    rendered_config(tmp_path, "promtail", extra)
     proc = _check(tmp_path, "promtail")
     assert proc.returncode != 0
     assert "jsonn" in proc.stdout + proc.stderr
@@ -218,4 +197,4 @@ def test_promtail_check_syntax_rejects_an_unknown_stage(tmp_path):
     ],
 )
 def test_promtail_bad_input_is_refused_in_preflight(tmp_path, extra, message):
-    _refused(_render(tmp_path, "promtail", extra), message, tmp_path, "promtail")
+    assert_refused(render_role(tmp_path, "promtail", extra), message, tmp_path, "promtail")
