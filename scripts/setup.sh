@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in debootstrap docker.io curl make python3-venv; do
+# postgresql and redis-server: the unit tests start throwaway servers of them
+# (the reference MDL API and its roles are tested against the real ones).
+for pkg in debootstrap docker.io curl make python3-venv postgresql redis-server libpq5; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -31,3 +33,4 @@ fi
 scripts/ensure-docker.sh
 scripts/build-images.sh
 scripts/build-artifacts.sh
+scripts/build-wheelhouse.sh

@@ -18,10 +18,12 @@ names = {
     "3100": ("Loki stand-in", "loki/api/v1/labels"),
 }
 inv = json.load(sys.stdin)
+# Port 3000 is Grafana on the monitoring hosts and the MDL API on its own hosts.
+apps = set(inv.get("mdl_api", {}).get("hosts", []))
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml):")
 for host, hv in sorted(inv["_meta"]["hostvars"].items()):
     for spec in hv.get("sandbox_published_ports", []):
         ip, port, cport = spec.split(":")
-        name, path = names.get(cport, (cport, ""))
+        name, path = ("MDL API", "health") if host in apps and cport == "3000" else names.get(cport, (cport, ""))
         print(f"  {host:<12} {name:<17} http://{ip}:{port}/{path}")
 '

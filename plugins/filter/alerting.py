@@ -24,9 +24,14 @@ def _rules(doc):
 def rule_problems(rule_files: dict, severities) -> list:
     """Problems in {file name: rule document}: missing/unknown severity, duplicate alerts.
 
-    A duplicate is the same alert name with the same severity in two places: the
+    A duplicate is the same alert name defined twice with no static label that
+    tells the two apart (a label both rules set, to different values). The
     same name with different severities is the usual warning/critical pair
-    (which the critical-suppresses-warning inhibit rule relies on).
+    (which the critical-suppresses-warning inhibit rule relies on); the same
+    name and severity with different values of another label is one alert
+    made of several rules, such as HighErrorRate's burn-rate windows
+    (slo_window: fast|slow). A rule that sets fewer labels than another one of
+    the same name clashes with it.
     """
     problems, seen = [], {}
     for fname, doc in sorted((rule_files or {}).items()):
@@ -34,7 +39,8 @@ def rule_problems(rule_files: dict, severities) -> list:
             name = rule.get("alert")
             if not name:
                 continue
-            severity = (rule.get("labels") or {}).get("severity")
+            labels = rule.get("labels") or {}
+            severity = labels.get("severity")
             where = f"{fname} (group {group})"
             if severity is None:
                 problems.append(f"alert {name} in {where} has no severity label")
@@ -43,11 +49,12 @@ def rule_problems(rule_files: dict, severities) -> list:
                 problems.append(
                     f"alert {name} in {where} has severity {severity!r}, expected one of {', '.join(severities)}"
                 )
-            key = (name, severity)
-            if key in seen:
-                problems.append(f"alert {name} (severity {severity}) is defined twice: in {seen[key]} and in {where}")
+            earlier = seen.setdefault(name, [])
+            clash = next((w for other, w in earlier if all(other[k] == labels[k] for k in other.keys() & labels)), None)
+            if clash is not None:
+                problems.append(f"alert {name} (severity {severity}) is defined twice: in {clash} and in {where}")
             else:
-                seen[key] = where
+                earlier.append((labels, where))
     return problems
 
 

@@ -43,6 +43,9 @@ DEFAULT_LISTEN = {
     # Loki's gRPC (internal ring traffic in single-binary mode): loopback.
     "loki_grpc": "127.0.0.1:9095",
     "promtail": "0.0.0.0:9080",
+    # The reference MDL API (plan: port 3000) and its database's exporter.
+    "mdl_api": "0.0.0.0:3000",
+    "postgres_exporter": "0.0.0.0:9187",
 }
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(?P<port>[0-9]{1,5})")

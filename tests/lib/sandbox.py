@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -76,3 +78,41 @@ def expected_state(dest: Path) -> dict:
     proc = playbook(PROJECT / "molecule/default/tests/expected.yml", "-e", f"dest={dest}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return json.loads(dest.read_text())
+
+
+SINK_API = "http://127.0.0.1:18081/api/received"
+
+
+def sink_received(**params) -> list[dict]:
+    """What the notification sink recorded, filtered as its query API allows (channel, status, contains, after)."""
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    with urllib.request.urlopen(f"{SINK_API}?{query}", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def deployed_receivers(alertmanager: str) -> dict[str, dict]:
+    """receiver -> {channel, send_resolved}, read from the alertmanager.yml deployed on ``alertmanager``:
+    the sink's channel is the first path segment of the URL an integration posts to."""
+    text = subprocess.run(
+        ["docker", "exec", alertmanager, "cat", "/etc/alertmanager/alertmanager.yml"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    result = {}
+    for receiver in yaml.safe_load(text)["receivers"]:
+        for key, configs in receiver.items():
+            if not key.endswith("_configs"):
+                continue
+            for config in configs:
+                url = config.get("api_url") or config.get("url")
+                channel = "email" if key == "email_configs" else urllib.parse.urlsplit(url).path.split("/")[1]
+                result[receiver["name"]] = {"channel": channel, "send_resolved": bool(config.get("send_resolved"))}
+    return result
+
+
+def published_url(container: str, port: int | str) -> str:
+    """http://127.0.0.1:<port> through which the controller reaches ``port`` of a test container."""
+    out = subprocess.run(
+        ["docker", "port", container, f"{port}/tcp"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    address = next(line for line in out.splitlines() if line.startswith("127.0.0.1:"))
+    return f"http://{address}"

@@ -10,12 +10,16 @@ the prometheus role renders from roles/prometheus/templates/rules/. This module
 * checks that the non-firing cases have teeth: each mutant below (operator
   flipped at the threshold, shorter `for:`, selector or aggregation dropped)
   must make its designated non-firing case fail;
-* checks the label/annotation conventions and the per-alert overrides.
+* checks the label/annotation conventions and the per-alert overrides;
+* HighErrorRate (one rule per burn-rate window, label slo_window): the
+  factors, the objective and the minimum request rate reach the rendered rules,
+  and changing any of them makes a non-firing case fail (CONFIG_MUTANTS).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -219,7 +223,9 @@ def test_only_constant_alerts_are_exempt_from_a_silent_case(rule_docs):
 @dataclass(frozen=True)
 class Mutant:
     """Replace (every) `old` by `new` in `field` of the rule named `rule` (alert
-    or record); the non-firing case(s) of `alert` in test group `kills` must fail."""
+    or record) and of the rules named in `also`; the non-firing case(s) of
+    `alert` in test group `kills` must fail. `slo_window` picks one of the
+    rules that share an alert name (HighErrorRate's burn-rate windows)."""
 
     rule: str
     field: str
@@ -227,33 +233,103 @@ class Mutant:
     new: str
     kills: str
     alert: str = ""
+    slo_window: str = ""
+    also: tuple[str, ...] = ()
 
     @property
     def alertname(self) -> str:
         return self.alert or self.rule
 
     def __str__(self) -> str:
-        return f"{self.rule}.{self.field}: {self.old!r} -> {self.new!r}"
+        window = f"[{self.slo_window}]" if self.slo_window else ""
+        also = f" (+{len(self.also)} rules)" if self.also else ""
+        return f"{self.rule}{window}.{self.field}: {self.old!r} -> {self.new!r}{also}"
 
+
+# The error-ratio recording rules of HighErrorRate's windows (5m is errors / requests).
+ERROR_RATIO_RECORDS = (
+    "job:http_request_error_ratio:rate30m",
+    "job:http_request_error_ratio:rate1h",
+    "job:http_request_error_ratio:rate6h",
+)
+HER_BURST = "HighErrorRate: 50% 5xx after an hour of clean traffic pages the fast burn 2 minutes in"
+HER_STEADY = "HighErrorRate: a steady 1.2% 5xx burn fires only the slow window, after its 15m"
+HER_BLIP = "HighErrorRate: a 3-minute 50% blip pages the fast burn and stops when it leaves the 5m window"
+HER_FAST_EDGE = "HighErrorRate: exactly 1.44% 5xx does not fire the fast window (the operator is >)"
+HER_SLOW_EDGE = "HighErrorRate: exactly 0.6% 5xx does not fire the slow window (the operator is >)"
+HER_4XX = "HighErrorRate: 4xx count as requests but not as errors (40% 404s, 0.5% 5xx) and do not fire"
+HER_LOW_TRAFFIC = "HighErrorRate: 60% 5xx below the minimum request rate (0.083 req/s) does not fire"
 
 MUTANTS = [
     # --- mdl_api.rules.yml
+    # HighErrorRate, fast window: 14.4 * (1 - 0.999) = 1.44% over 1h and 5m, for 1m.
+    Mutant("HighErrorRate", "expr", "> 0.0144", ">= 0.0144", HER_FAST_EDGE, slo_window="fast"),
+    # The factor: 10x instead of 14.4x pages on a 1.2% burn.
+    Mutant("HighErrorRate", "expr", "> 0.0144", "> 0.01", HER_STEADY, slo_window="fast"),
+    # Only the long window: pages for an hour after a 3-minute blip.
     Mutant(
-        "HighErrorRate", "expr", "> 0.05", ">= 0.05", "HighErrorRate: exactly 5% 5xx does not fire (the operator is >)"
+        "HighErrorRate",
+        "expr",
+        "and on (job) job:http_request_error_ratio:rate5m > 0.0144\n",
+        "",
+        HER_BLIP,
+        slo_window="fast",
+    ),
+    # Either window instead of both.
+    Mutant(
+        "HighErrorRate",
+        "expr",
+        "> 0.0144\nand on (job) job:http_request_error_ratio:rate5m",
+        "> 0.0144\nor on (job) job:http_request_error_ratio:rate5m",
+        HER_BLIP,
+        slo_window="fast",
+    ),
+    # Only the short window: a 5m ratio pages on its own, a minute earlier.
+    Mutant("job:http_request_error_ratio:rate1h", "expr", "[1h]", "[5m]", HER_BLIP, alert="HighErrorRate"),
+    Mutant("HighErrorRate", "expr", ">= 0.1", ">= 0.05", HER_LOW_TRAFFIC, slo_window="fast"),
+    Mutant("HighErrorRate", "for", "1m", "30s", HER_BURST, slo_window="fast"),
+    # HighErrorRate, slow window: 6 * (1 - 0.999) = 0.6% over 6h and 30m, for 15m.
+    Mutant("HighErrorRate", "expr", "> 0.006", ">= 0.006", HER_SLOW_EDGE, slo_window="slow"),
+    # The factor: 4x instead of 6x pages on the 0.5% of the 4xx case.
+    Mutant("HighErrorRate", "expr", "> 0.006", "> 0.004", HER_4XX, slo_window="slow"),
+    Mutant(
+        "HighErrorRate",
+        "expr",
+        "job:http_request_error_ratio:rate6h > 0.006\nand on (job) ",
+        "",
+        HER_BLIP,
+        slo_window="slow",
     ),
     Mutant(
         "HighErrorRate",
         "expr",
-        ">= 0.1",
-        ">= 0.05",
-        "HighErrorRate: 60% 5xx below the minimum request rate (0.083 req/s) does not fire",
+        "> 0.006\nand on (job) job:http_request_error_ratio:rate30m",
+        "> 0.006\nor on (job) job:http_request_error_ratio:rate30m",
+        HER_BLIP,
+        slo_window="slow",
     ),
+    Mutant("job:http_request_error_ratio:rate6h", "expr", "[6h]", "[1h]", HER_BLIP, alert="HighErrorRate"),
+    Mutant("HighErrorRate", "expr", ">= 0.1", ">= 0.05", HER_LOW_TRAFFIC, slo_window="slow"),
+    Mutant("HighErrorRate", "for", "15m", "14m", HER_STEADY, slo_window="slow"),
+    # 4xx counted as errors, in every window.
     Mutant(
-        "HighErrorRate",
-        "for",
-        "5m",
-        "4m",
-        "HighErrorRate: 25% 5xx fires after 5m, 4xx count as requests but not as errors",
+        "job:http_request_errors:rate5m",
+        "expr",
+        'status_code=~"5.."',
+        'status_code=~"[45].."',
+        HER_4XX,
+        alert="HighErrorRate",
+        also=ERROR_RATIO_RECORDS,
+    ),
+    # 4xx left out of the requests (the denominator) of the slow windows: 0.5 of 60 req/s is 0.83%.
+    Mutant(
+        "job:http_request_error_ratio:rate6h",
+        "expr",
+        '{job="mdl-api"}[',
+        '{job="mdl-api",status_code!~"4.."}[',
+        HER_4XX,
+        alert="HighErrorRate",
+        also=("job:http_request_error_ratio:rate30m",),
     ),
     Mutant(
         "SlowResponseTime", "expr", "> 1", ">= 1", "SlowResponseTime: P95 exactly 1s does not fire (the operator is >)"
@@ -299,9 +375,9 @@ MUTANTS = [
     Mutant(
         "DatabasePoolExhausted",
         "for",
-        "5m",
-        "4m",
-        "DatabasePoolExhausted: 45/50 (db_connections_max) and 18/20 (fallback pool size) fire after 5m",
+        "2m",
+        "1m",
+        "DatabasePoolExhausted: 45/50 (db_connections_max) and 18/20 (fallback pool size) fire after 2m",
     ),
     Mutant(
         "LowCacheHitRate",
@@ -661,22 +737,34 @@ MUTANTS = [
 ]
 
 
-def mutate(rule_docs: dict[str, dict], mutant: Mutant) -> tuple[str, dict]:
-    """(rule file, its parsed content with the mutant applied)."""
+def _find_rule(rule_docs: dict[str, dict], name: str, slo_window: str = "") -> tuple[str, int, int]:
+    """(rule file, group index, rule index) of the one rule called `name` (in that window)."""
     found = [
-        (file_name, doc, g_idx, r_idx)
+        (file_name, g_idx, r_idx)
         for file_name, doc in rule_docs.items()
         for g_idx, group in enumerate(doc["groups"])
         for r_idx, rule in enumerate(group["rules"])
-        if mutant.rule in (rule.get("alert"), rule.get("record"))
+        if name in (rule.get("alert"), rule.get("record"))
+        and (not slo_window or (rule.get("labels") or {}).get("slo_window") == slo_window)
     ]
-    assert len(found) == 1, f"rule {mutant.rule} found {len(found)} times"
-    file_name, doc, g_idx, r_idx = found[0]
-    doc = copy.deepcopy(doc)
-    rule = doc["groups"][g_idx]["rules"][r_idx]
-    value = str(rule[mutant.field])
-    assert mutant.old in value, f"{mutant.old!r} is not in {mutant.rule}.{mutant.field}: {value!r}"
-    rule[mutant.field] = value.replace(mutant.old, mutant.new)
+    assert len(found) == 1, f"rule {name} {slo_window} found {len(found)} times"
+    return found[0]
+
+
+def mutate(rule_docs: dict[str, dict], mutant: Mutant) -> tuple[str, dict]:
+    """(rule file, its parsed content with the mutant applied)."""
+    targets = [_find_rule(rule_docs, mutant.rule, mutant.slo_window)]
+    targets += [_find_rule(rule_docs, name) for name in mutant.also]
+    files = {file_name for file_name, _, _ in targets}
+    assert len(files) == 1, f"{mutant}: rules in several files {files}"
+    file_name = files.pop()
+    doc = copy.deepcopy(rule_docs[file_name])
+    for _, g_idx, r_idx in targets:
+        rule = doc["groups"][g_idx]["rules"][r_idx]
+        value = str(rule[mutant.field])
+        name = rule.get("alert") or rule.get("record")
+        assert mutant.old in value, f"{mutant.old!r} is not in {name}.{mutant.field}: {value!r}"
+        rule[mutant.field] = value.replace(mutant.old, mutant.new)
     return file_name, doc
 
 
@@ -770,3 +858,99 @@ def test_lowered_threshold_fails_the_boundary_case(overridden_rules, promtool):
         "SlowResponseTime: P95 exactly 1s does not fire (the operator is >)",
         "SlowResponseTime",
     ) in silent_case_failures(proc), _output(proc)
+
+
+# --------------------------------------------------------------------------
+# HighErrorRate: the burn-rate configuration reaches the rules
+# --------------------------------------------------------------------------
+
+
+def _error_rules(docs: dict[str, dict]) -> dict[str, dict]:
+    """HighErrorRate's rules by slo_window."""
+    return {rule["labels"]["slo_window"]: rule for _, rule in iter_alerts(docs) if rule["alert"] == "HighErrorRate"}
+
+
+def test_high_error_rate_is_one_rule_per_burn_rate_pair(rule_docs):
+    defaults = _defaults()
+    spec = defaults["prometheus_mdl_alerts"]["HighErrorRate"]
+    windows = defaults["prometheus_mdl_windows"]
+    rules = _error_rules(rule_docs)
+    assert set(rules) == set(spec["burn_rates"]) == {"fast", "slow"}
+    records = {
+        rule["record"]: rule["expr"]
+        for doc in rule_docs.values()
+        for group in doc["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    for window, pair in spec["burn_rates"].items():
+        rule = rules[window]
+        threshold = round(pair["factor"] * (1 - spec["objective"]), 10)
+        assert rule["expr"].splitlines() == [
+            f"job:http_request_error_ratio:{pair['long']} > {threshold}",
+            f"and on (job) job:http_request_error_ratio:{pair['short']} > {threshold}",
+            f"and on (job) job:http_requests:rate5m >= {spec['min_request_rate']}",
+        ]
+        assert rule["for"] == pair["for"]
+        assert rule["labels"] == {"severity": "critical", "component": "api", "slo_window": window}
+        description = rule["annotations"]["description"]
+        for text in (f"over the last {windows[pair['long']]}", f"over the last {windows[pair['short']]}"):
+            assert text in description
+        assert f"{pair['factor']}x" in description and "objective 99.9%" in description
+        # Both windows are recorded, from the same selector.
+        for key in (pair["long"], pair["short"]):
+            record = f"job:http_request_error_ratio:{key}"
+            assert record in records, record
+            if key != "rate5m":
+                assert records[record].split() == [
+                    "sum",
+                    "by",
+                    "(job)",
+                    f'(rate(http_requests_total{{job="mdl-api",status_code=~"5.."}}[{windows[key]}]))',
+                    "/",
+                    "sum",
+                    "by",
+                    "(job)",
+                    f'(rate(http_requests_total{{job="mdl-api"}}[{windows[key]}]))',
+                ]
+
+
+# (overrides of HighErrorRate, test group whose silent case must then fail)
+CONFIG_MUTANTS = [
+    # factor 10 instead of 14.4: the fast window pages on a 1.2% burn.
+    ({"burn_rates": {"fast": {"factor": 10}}}, HER_STEADY),
+    # factor 4 instead of 6: the slow window pages on 0.5%.
+    ({"burn_rates": {"slow": {"factor": 4}}}, HER_4XX),
+    # A stricter objective (99.92%) lowers both thresholds (1.152%, 0.48%).
+    ({"objective": 0.9992}, HER_STEADY),
+    ({"objective": 0.9992}, HER_4XX),
+    ({"min_request_rate": 0.05}, HER_LOW_TRAFFIC),
+]
+
+
+@pytest.mark.parametrize("override, kills", CONFIG_MUTANTS, ids=lambda v: json.dumps(v) if isinstance(v, dict) else "")
+def test_high_error_rate_configuration_is_tested(override, kills, render_rules, promtool):
+    """Each burn-rate setting changes the rendered rules so that a non-firing promtool case fails."""
+    rules_dir = _with_tests(render_rules({"prometheus_mdl_alert_overrides": {"HighErrorRate": override}}))
+    proc = _promtool(promtool, "test", "rules", "--run", f"^{re.escape(kills)}$", "mdl_api.test.yml", cwd=rules_dir)
+    assert proc.returncode != 0, f"override survived: {override}\n{_output(proc)}"
+    assert (kills, "HighErrorRate") in silent_case_failures(proc), _output(proc)
+
+
+FAST_ALERTING = REPO_ROOT / "inventories" / "local" / "group_vars" / "fast_alerting.yml"
+
+
+def test_fast_alerting_inventory_shrinks_only_windows_and_for(render_rules, promtool, rule_docs):
+    """The test inventory's HighErrorRate: the production thresholds, its short windows and `for:`."""
+    settings = yaml.safe_load(FAST_ALERTING.read_text())
+    rules_dir = render_rules(settings)
+    proc = _promtool(promtool, "check", "rules", "mdl_api.rules.yml", cwd=rules_dir)
+    assert proc.returncode == 0, _output(proc)
+    fast, default = _error_rules(load_rule_files(rules_dir)), _error_rules(rule_docs)
+    windows = settings["prometheus_mdl_windows"]
+    for window in ("fast", "slow"):
+        assert fast[window]["expr"] == default[window]["expr"]
+        assert fast[window]["for"] == "15s"
+    assert "over the last 3m," in fast["fast"]["annotations"]["description"]
+    assert "over the last 1m (for 15s)" in fast["fast"]["annotations"]["description"]
+    assert f"[{windows['rate6h']}]" in (rules_dir / "mdl_api.rules.yml").read_text()

@@ -38,6 +38,18 @@ def test_rule_problems_reports_duplicates_across_files(alerting):
     ]
 
 
+def test_rule_problems_accepts_one_alert_made_of_rules_with_distinct_labels(alerting):
+    """HighErrorRate's burn-rate windows: same name and severity, told apart by slo_window."""
+    fast = {"alert": "Burn", "expr": "up", "labels": {"severity": "critical", "slo_window": "fast"}}
+    slow = {"alert": "Burn", "expr": "up", "labels": {"severity": "critical", "slo_window": "slow"}}
+    assert alerting.rule_problems({"a": _doc(fast, slow)}, SEVERITIES) == []
+    # A rule without slo_window cannot be told apart from either window: a duplicate.
+    bare = {"alert": "Burn", "expr": "up", "labels": {"severity": "critical"}}
+    assert alerting.rule_problems({"a": _doc(fast, slow), "b": _doc(bare, group="h")}, SEVERITIES) == [
+        "alert Burn (severity critical) is defined twice: in a (group g) and in b (group h)"
+    ]
+
+
 def test_receiver_problems(alerting):
     config = {
         "global": {"smtp_smarthost": "smtp:25", "smtp_from": "a@b"},

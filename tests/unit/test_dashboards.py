@@ -83,7 +83,8 @@ PROMETHEUS_SERIES = {"up", "ALERTS"}
 README_SECTION = "Metrics the dashboards expect from the MDL API"
 
 # Overview panel title -> (alert, direction): "above" = red from the threshold up,
-# "below" = red under it. The threshold value comes from prometheus_mdl_alerts.
+# "below" = red under it. The threshold value comes from prometheus_mdl_alerts (alert_threshold;
+# for HighErrorRate the error ratio of its fast burn rate).
 OVERVIEW_THRESHOLDS = {
     "Error rate": ("HighErrorRate", "above"),
     "Error rate by instance": ("HighErrorRate", "above"),
@@ -294,6 +295,9 @@ def threshold_problems(panel: dict, value: float, direction: str) -> list[str]:
 
 def alert_threshold(alerts: dict, alert: str) -> float:
     cfg = alerts[alert]
+    if alert == "HighErrorRate":
+        # The fast-burn error ratio: factor x error budget (1 - objective).
+        return cfg["burn_rates"]["fast"]["factor"] * (1 - cfg["objective"])
     if alert == "DatabasePoolExhausted":
         return cfg["threshold"] * cfg["pool_size"]
     if alert == "HighMemoryUsage":
@@ -655,10 +659,12 @@ def test_metric_name_and_selector_parsing():
 
 def test_threshold_mismatch_is_reported(overview):
     panel = copy.deepcopy(_panel(overview, "Error rate"))
-    assert threshold_problems(panel, 0.05, "above") == []
+    assert threshold_problems(panel, 0.0144, "above") == []
+    # The plan's 5% is no longer the alert's threshold.
+    assert threshold_problems(panel, 0.05, "above") != []
     panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] = 0.1
     panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] = "off"
-    problems = threshold_problems(panel, 0.05, "above")
+    problems = threshold_problems(panel, 0.0144, "above")
     assert len(problems) == 2, problems
     cache = _panel(overview, "Cache hit rate")
     assert threshold_problems(cache, 0.5, "above")  # red below, not above

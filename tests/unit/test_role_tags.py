@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ANSIBLE_PLAYBOOK, REPO_ROOT, _ansible_env
 
-COMPONENTS = ["node_exporter", "prometheus", "alertmanager", "grafana"]
+COMPONENTS = ["node_exporter", "prometheus", "alertmanager", "grafana", "postgresql", "redis", "postgres_exporter"]
 
 
 def _imports(role):

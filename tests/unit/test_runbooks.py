@@ -58,15 +58,22 @@ CONTINUATION = re.compile(r"^(and|or|unless|on|ignoring|group_left|group_right|b
 # --- checkers ---------------------------------------------------------------------------------
 
 
-def load_alerts(rules_dir: Path) -> dict[str, dict]:
-    """Every alerting rule of the <name>.rules.yml files in rules_dir, by alert name."""
-    alerts: dict[str, dict] = {}
+def load_alerts(rules_dir: Path) -> dict[str, list[dict]]:
+    """Every alerting rule of the <name>.rules.yml files in rules_dir, by alert name.
+
+    One alert may be several rules told apart by a label (HighErrorRate's burn-rate
+    windows, slo_window: fast|slow); its runbook covers all of them."""
+    alerts: dict[str, list[dict]] = {}
     for path in sorted(rules_dir.glob("*.rules.yml")):
         for group in (yaml.safe_load(path.read_text()) or {}).get("groups", []):
             for rule in group.get("rules", []):
                 if "alert" in rule:
-                    assert rule["alert"] not in alerts, f"alert {rule['alert']} defined twice ({path.name})"
-                    alerts[rule["alert"]] = rule
+                    labels = rule.get("labels") or {}
+                    for other in alerts.get(rule["alert"], []):
+                        theirs = other.get("labels") or {}
+                        distinct = any(theirs[key] != labels[key] for key in theirs.keys() & labels.keys())
+                        assert distinct, f"alert {rule['alert']} defined twice ({path.name})"
+                    alerts.setdefault(rule["alert"], []).append(rule)
     return alerts
 
 
@@ -161,12 +168,13 @@ def link_problems(path: Path) -> list[str]:
 def runbook_url_problems(alerts, runbook_dir: Path) -> list[str]:
     """Every runbook_url annotation ends with /<AlertName>.md, and that file exists."""
     problems = []
-    for name, rule in sorted(alerts.items()):
-        url = (rule.get("annotations") or {}).get("runbook_url", "")
-        if not url.endswith(f"/{name}.md"):
-            problems.append(f"{name}: runbook_url {url!r} does not end with /{name}.md")
-        elif not (runbook_dir / f"{name}.md").is_file():
-            problems.append(f"{name}: runbook_url {url!r} points at a missing file")
+    for name, rules in sorted(alerts.items()):
+        for rule in rules:
+            url = (rule.get("annotations") or {}).get("runbook_url", "")
+            if not url.endswith(f"/{name}.md"):
+                problems.append(f"{name}: runbook_url {url!r} does not end with /{name}.md")
+            elif not (runbook_dir / f"{name}.md").is_file():
+                problems.append(f"{name}: runbook_url {url!r} points at a missing file")
     return problems
 
 
@@ -197,7 +205,7 @@ RUNBOOKS = runbook_files(RUNBOOK_DIR)
 
 
 @pytest.fixture(scope="module")
-def alerts(default_rules) -> dict[str, dict]:
+def alerts(default_rules) -> dict[str, list[dict]]:
     return load_alerts(default_rules)
 
 
@@ -232,16 +240,19 @@ def test_runbook_has_the_plan_sections_in_order(path):
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
 def test_runbook_severity_matches_the_rule(path, alerts):
-    rule = alerts.get(path.stem)
-    assert rule is not None, f"no alert {path.stem}"
-    assert severity_problems(_read(path), rule["labels"]["severity"]) == []
+    rules = alerts.get(path.stem)
+    assert rules, f"no alert {path.stem}"
+    for rule in rules:
+        assert severity_problems(_read(path), rule["labels"]["severity"]) == []
 
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
 def test_runbook_alert_section_matches_the_rule(path, alerts):
-    rule = alerts.get(path.stem)
-    assert rule is not None, f"no alert {path.stem}"
-    assert alert_section_problems(_read(path), rule) == []
+    """Every rule of the alert: its `for:` and its expression (both burn-rate windows of HighErrorRate)."""
+    rules = alerts.get(path.stem)
+    assert rules, f"no alert {path.stem}"
+    for rule in rules:
+        assert alert_section_problems(_read(path), rule) == []
 
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
@@ -308,7 +319,7 @@ def _write(directory: Path, name: str, text: str) -> Path:
 
 def test_checkers_accept_a_good_runbook(tmp_path):
     path = _write(tmp_path, "SyntheticAlert.md", GOOD_RUNBOOK)
-    alerts = {"SyntheticAlert": GOOD_RULE}
+    alerts = {"SyntheticAlert": [GOOD_RULE]}
     assert missing_runbooks(alerts, tmp_path) == []
     assert identity_problems(path, alerts) == []
     assert heading_problems(GOOD_RUNBOOK) == []
@@ -349,11 +360,11 @@ def test_stale_threshold_or_expression_is_reported():
 
 
 def test_bad_runbook_urls_are_reported(tmp_path):
-    wrong_name = {"SyntheticAlert": {**GOOD_RULE, "annotations": {"runbook_url": "https://x.invalid/Other.md"}}}
+    wrong_name = {"SyntheticAlert": [{**GOOD_RULE, "annotations": {"runbook_url": "https://x.invalid/Other.md"}}]}
     assert runbook_url_problems(wrong_name, tmp_path) != []
-    no_url = {"SyntheticAlert": {**GOOD_RULE, "annotations": {}}}
+    no_url = {"SyntheticAlert": [GOOD_RULE, {**GOOD_RULE, "annotations": {}}]}
     assert runbook_url_problems(no_url, tmp_path) != []
-    assert runbook_url_problems({"SyntheticAlert": GOOD_RULE}, tmp_path) != []  # file does not exist
+    assert runbook_url_problems({"SyntheticAlert": [GOOD_RULE]}, tmp_path) != []  # file does not exist
 
 
 def test_style_and_link_problems_are_reported(tmp_path):

@@ -14,6 +14,20 @@ UNITS = ("node_exporter", "prometheus", "alertmanager")
 PROTECT_HOME = {"node_exporter": "read-only", "prometheus": "yes", "alertmanager": "yes"}
 
 
+# The inventory group a unit is deployed by; tests without a unit parameter are about the
+# Prometheus (and Alertmanager) host. The application host runs only node_exporter of these.
+GROUP_OF_UNIT = {"node_exporter": "monitored", "prometheus": "prometheus", "alertmanager": "alertmanager"}
+
+
+@pytest.fixture(autouse=True)
+def _deployed_here(request, want):
+    callspec = getattr(request.node, "callspec", None)
+    unit = (callspec.params.get("unit") or callspec.params.get("service")) if callspec else None
+    group = GROUP_OF_UNIT.get(unit, "prometheus")
+    if group not in want["groups"]:
+        pytest.skip(f"{unit or 'this check'} is not deployed on this host (not in group {group})")
+
+
 def _auth(want, secrets, service):
     return want["auth_usernames"][service], secrets[f"vault_{service}_password"]
 

@@ -8,7 +8,6 @@ each case used.
 
 import json
 import os
-import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -18,7 +17,7 @@ import sandbox
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[3]
-SINK_API = "http://127.0.0.1:18081/api/received"
+SINK_API = sandbox.SINK_API
 INVENTORY_DIR = Path(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent/x")).parent
 
 
@@ -50,28 +49,11 @@ def _group(name):
 
 @pytest.fixture(scope="module")
 def receivers():
-    """receiver -> {channel, send_resolved}, read from the alertmanager.yml deployed on the first
-    Alertmanager: the sink's channel is the first path segment of the URL an integration posts to."""
-    first = _group("alertmanager")[0]
-    text = subprocess.run(
-        ["docker", "exec", first, "cat", "/etc/alertmanager/alertmanager.yml"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
-    result = {}
-    for receiver in yaml.safe_load(text)["receivers"]:
-        for key, configs in receiver.items():
-            if not key.endswith("_configs"):
-                continue
-            for config in configs:
-                url = config.get("api_url") or config.get("url")
-                channel = "email" if key == "email_configs" else urllib.parse.urlsplit(url).path.split("/")[1]
-                result[receiver["name"]] = {"channel": channel, "send_resolved": bool(config.get("send_resolved"))}
-    return result
+    return sandbox.deployed_receivers(_group("alertmanager")[0])
 
 
 def _received(**params):
-    with urllib.request.urlopen(f"{SINK_API}?{urllib.parse.urlencode(params)}", timeout=10) as resp:
-        return json.loads(resp.read())
+    return sandbox.sink_received(**params)
 
 
 def test_every_case_of_the_inventory_table_ran(verify_run, table):
