@@ -250,61 +250,68 @@ def _records(after: int, alertname: str, status: str) -> list[dict]:
     return [r for r in sandbox.sink_received(after=after, status=status, contains=alertname) if r["accepted"]]
 
 
-def test_each_plan_alert_fires_on_its_fault_reaches_its_receivers_and_resolves(
-    app, prometheus, load, expected, secrets, record_property
-):
+@pytest.fixture(scope="module")
+def routing(expected, prometheus):
+    """How the deployed Alertmanager routes each plan alert: channel sets for firing and for resolved."""
     alertmanager = next(n for n, e in expected.items() if e.get("urls", {}).get("alertmanager") and e["routing_cases"])
     receivers = sandbox.deployed_receivers(alertmanager)
-    alerts = prometheus["alerts"]
-    runbook_base = _runbook_base(prometheus)
+    result = {}
+    for alertname, spec in prometheus["alerts"].items():
+        labels = {"alertname": alertname, "severity": spec["severity"], "component": spec["component"]}
+        names = _routes(alertmanager, labels)
+        result[alertname] = {
+            "firing": {receivers[r]["channel"] for r in names},
+            "resolved": {receivers[r]["channel"] for r in names if receivers[r]["send_resolved"]},
+        }
+    return result
+
+
+def _notification_problems(alertname: str, got: dict, spec: dict, app: dict, runbook_base: str) -> list[str]:
+    """What a firing notification lacks: the runbook link, the alert's labels, the job or instance."""
+    problems = []
     instance = f"{app['name']}:{app['port']}"
+    for channel, record in got.items():
+        text = json.dumps(record)
+        needles = [f"{runbook_base}/{alertname}.md", spec["severity"], spec["component"], app["job"]]
+        if alertname in ("ServiceDown", "HighMemoryUsage", "DatabasePoolExhausted"):
+            needles.append(instance)
+        problems += [f"{alertname} at {channel}: {n!r} missing from the notification" for n in needles if n not in text]
+    return problems
+
+
+def _wait_for(mark: int, alertname: str, status: str, channels: set[str], timeout: float):
+    def arrived():
+        got = {r["channel"]: r for r in _records(mark, alertname, status)}
+        assert channels <= set(got), f"{alertname}: {status} at {sorted(got)}, want {sorted(channels)}"
+        return got
+
+    return sandbox.eventually(arrived, timeout=timeout, interval=5)
+
+
+@pytest.mark.usefixtures("load")
+def test_each_plan_alert_fires_on_its_fault_reaches_its_receivers_and_resolves(
+    app, prometheus, secrets, routing, record_property
+):
+    runbook_base = _runbook_base(prometheus)
     problems, timings = [], {}
-    for batch in _batches(alerts, int(app["pool_max"])):
+    for batch in _batches(prometheus["alerts"], int(app["pool_max"])):
         mark = max([r["id"] for r in sandbox.sink_received()] or [0])
-        fault = {k: v for spec in batch.values() for k, v in spec.items()}
         started = time.monotonic()
-        _faults(app, secrets, fault)
+        _faults(app, secrets, {k: v for spec in batch.values() for k, v in spec.items()})
         try:
             for alertname in batch:
-                spec = alerts[alertname]
-                labels = {"alertname": alertname, "severity": spec["severity"], "component": spec["component"]}
-                channels = {receivers[r]["channel"] for r in _routes(alertmanager, labels)}
-
-                def fired(alertname=alertname, channels=channels):
-                    got = {r["channel"]: r for r in _records(mark, alertname, "firing")}
-                    assert channels <= set(got), f"{alertname}: firing at {sorted(got)}, want {sorted(channels)}"
-                    return got
-
                 try:
-                    got = sandbox.eventually(fired, timeout=240, interval=5)
+                    got = _wait_for(mark, alertname, "firing", routing[alertname]["firing"], timeout=240)
                 except AssertionError as exc:
                     problems.append(str(exc))
                     continue
                 timings[alertname] = round(time.monotonic() - started)
-                for channel, record in got.items():
-                    text = json.dumps(record)
-                    for needle in (f"{runbook_base}/{alertname}.md", spec["severity"], spec["component"]):
-                        if needle not in text:
-                            problems.append(f"{alertname} at {channel}: {needle!r} missing from the notification")
-                    if alertname != "ServiceDown" and app["job"] not in text:
-                        problems.append(f"{alertname} at {channel}: job {app['job']} missing")
-                    if alertname in ("ServiceDown", "HighMemoryUsage", "DatabasePoolExhausted") and instance not in text:
-                        problems.append(f"{alertname} at {channel}: instance {instance} missing")
+                problems += _notification_problems(alertname, got, prometheus["alerts"][alertname], app, runbook_base)
         finally:
             _faults_clear(app, secrets, batch)
         for alertname in batch:
-            spec = alerts[alertname]
-            labels = {"alertname": alertname, "severity": spec["severity"], "component": spec["component"]}
-            want = {
-                receivers[r]["channel"] for r in _routes(alertmanager, labels) if receivers[r]["send_resolved"]
-            }
-
-            def resolved(alertname=alertname, want=want):
-                got = {r["channel"] for r in _records(mark, alertname, "resolved")}
-                assert want <= got, f"{alertname}: resolved at {sorted(got)}, want {sorted(want)}"
-
             try:
-                sandbox.eventually(resolved, timeout=300, interval=5)
+                _wait_for(mark, alertname, "resolved", routing[alertname]["resolved"], timeout=300)
             except AssertionError as exc:
                 problems.append(str(exc))
     record_property("seconds_to_notification", timings)
@@ -323,11 +330,16 @@ def _runbook_base(prometheus) -> str:
 
 def _faults_clear(app, secrets, batch):
     """Clear the faults; a stopped service is started again (its fault stopped the process)."""
-    if "ServiceDown" in batch:
-        host = testinfra.get_host(f"docker://{app['name']}")
-        host.check_output("systemctl start mdl-api")
-        sandbox.eventually(
-            lambda: requests.get(f"{app['url']}/health", timeout=5).raise_for_status(), timeout=60, interval=2
-        )
-    else:
+    if "ServiceDown" not in batch:
         _faults(app, secrets, {})
+        return
+    testinfra.get_host(f"docker://{app['name']}").check_output("systemctl start mdl-api")
+
+    def healthy():
+        try:
+            status = requests.get(f"{app['url']}/health", timeout=5).status_code
+        except requests.RequestException as exc:
+            raise AssertionError(f"{app['url']}/health: {exc}") from exc
+        assert status == 200, status
+
+    sandbox.eventually(healthy, timeout=60, interval=2)
