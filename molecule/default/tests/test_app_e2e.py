@@ -48,7 +48,7 @@ def app(expected):
 @pytest.fixture(scope="module")
 def prometheus(expected, secrets):
     """The first Prometheus: a testinfra host and its query function (basic auth from vault)."""
-    name = next(n for n, e in expected.items() if e.get("urls", {}).get("prometheus") and _in(expected, n, "targets"))
+    name = next(n for n, e in sorted(expected.items()) if "prometheus" in e["groups"])
     host = testinfra.get_host(f"docker://{name}")
     url = expected[name]["urls"]["prometheus"]
     user = expected[name]["auth_usernames"]["prometheus"]
@@ -60,11 +60,7 @@ def prometheus(expected, secrets):
         assert data["status"] == "success", data
         return data["data"]["result"]
 
-    return {"name": name, "query": query, "alerts": expected[name]["mdl_alerts"]}
-
-
-def _in(expected, name, key):
-    return bool(expected[name].get(key))
+    return {"name": name, "query": query, "alerts": expected[name]["mdl_alerts"], "targets": expected[name]["targets"]}
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +89,15 @@ def _faults(app, secrets, faults: dict) -> None:
 
 
 def test_application_and_postgres_targets_are_up(app, prometheus, load):
+    """The application's and postgres_exporter's targets, as the inventory generates them, are up."""
+    wanted = {
+        (job, instance) for job, instance, address in prometheus["targets"] if address.startswith(app["name"] + ":")
+    }
+    assert {job for job, _ in wanted} >= {app["job"], "postgres"}, wanted
+
     def up():
         results = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1] for r in prometheus["query"]("up")}
-        mine = {k: v for k, v in results.items() if k[1].startswith(app["name"] + ":")}
-        assert mine.get((app["job"], f"{app['name']}:{app['port']}")) == "1", mine
-        assert [v for (job, _), v in mine.items() if job == "postgres"] == ["1"], mine
+        assert {k: results.get(k) for k in wanted} == dict.fromkeys(wanted, "1")
         # postgres_exporter reaches the database, not only its own HTTP port.
         assert [r["value"][1] for r in prometheus["query"]('pg_up{job="postgres"}')] == ["1"]
 
@@ -253,7 +253,7 @@ def _records(after: int, alertname: str, status: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def routing(expected, prometheus):
     """How the deployed Alertmanager routes each plan alert: channel sets for firing and for resolved."""
-    alertmanager = next(n for n, e in expected.items() if e.get("urls", {}).get("alertmanager") and e["routing_cases"])
+    alertmanager = next(n for n, e in sorted(expected.items()) if "alertmanager" in e["groups"])
     receivers = sandbox.deployed_receivers(alertmanager)
     result = {}
     for alertname, spec in prometheus["alerts"].items():
@@ -269,7 +269,7 @@ def routing(expected, prometheus):
 def _notification_problems(alertname: str, got: dict, spec: dict, app: dict, runbook_base: str) -> list[str]:
     """What a firing notification lacks: the runbook link, the alert's labels, the job or instance."""
     problems = []
-    instance = f"{app['name']}:{app['port']}"
+    instance = app["instance"]
     for channel, record in got.items():
         text = json.dumps(record)
         needles = [f"{runbook_base}/{alertname}.md", spec["severity"], spec["component"], app["job"]]
@@ -293,6 +293,9 @@ def test_each_plan_alert_fires_on_its_fault_reaches_its_receivers_and_resolves(
     app, prometheus, secrets, routing, record_property
 ):
     runbook_base = _runbook_base(prometheus)
+    (app["instance"],) = {
+        i for job, i, a in prometheus["targets"] if job == app["job"] and a.startswith(app["name"] + ":")
+    }
     problems, timings = [], {}
     for batch in _batches(prometheus["alerts"], int(app["pool_max"])):
         mark = max([r["id"] for r in sandbox.sink_received()] or [0])
