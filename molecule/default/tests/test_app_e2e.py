@@ -19,10 +19,10 @@ These tests use no ``host`` fixture: they run once, not once per host.
 from __future__ import annotations
 
 import json
-import math
 import time
 import urllib.parse
 
+import mdl_faults
 import pytest
 import requests
 import sandbox
@@ -204,39 +204,6 @@ def test_every_dashboard_panel_returns_data(prometheus, load):
     sandbox.eventually(all_have_data, timeout=120, interval=10)
 
 
-# The plan's alerts and the fault that must trigger each; the fault's size comes from the alert's
-# own threshold (prometheus_mdl_alerts as the Prometheus host renders them). Faults in one batch
-# do not disturb each other's signal; the batches run one after another.
-def _batches(alerts: dict, pool_max: int) -> list[dict]:
-    return [
-        {
-            "HighErrorRate": {"error_ratio": _burn_fault(alerts["HighErrorRate"])},
-            "SlowResponseTime": {"latency_seconds": alerts["SlowResponseTime"]["threshold"] * 2, "latency_ratio": 0.2},
-            "HighMemoryUsage": {"memory_bytes": int(alerts["HighMemoryUsage"]["threshold_bytes"]) + 256 * 2**20},
-        },
-        {
-            "LowCacheHitRate": {"cache_bypass": True},
-            "HighAuthFailureRate": {"fail_logins": True},
-            "SlowDatabaseQueries": {
-                "slow_query_seconds": alerts["SlowDatabaseQueries"]["threshold"] * 2,
-                "slow_query_ratio": 0.2,
-            },
-        },
-        {
-            "DatabasePoolExhausted": {
-                "hold_connections": math.ceil(alerts["DatabasePoolExhausted"]["threshold"] * pool_max)
-            },
-        },
-        {"ServiceDown": {"stop": True}},
-    ]
-
-
-def _burn_fault(spec: dict) -> float:
-    """An error ratio ten times the fastest burn-rate threshold (at most half the requests)."""
-    worst = max(b["factor"] for b in spec["burn_rates"].values()) * (1 - spec["objective"])
-    return min(0.5, 10 * worst)
-
-
 def _routes(alertmanager: str, labels: dict) -> list[str]:
     """The receivers the deployed routing tree picks for ``labels`` (amtool on the Alertmanager host)."""
     args = " ".join(f"{k}={v}" for k, v in labels.items())
@@ -297,7 +264,7 @@ def test_each_plan_alert_fires_on_its_fault_reaches_its_receivers_and_resolves(
         i for job, i, a in prometheus["targets"] if job == app["job"] and a.startswith(app["name"] + ":")
     }
     problems, timings = [], {}
-    for batch in _batches(prometheus["alerts"], int(app["pool_max"])):
+    for batch in mdl_faults.batches(prometheus["alerts"], int(app["pool_max"])):
         mark = max([r["id"] for r in sandbox.sink_received()] or [0])
         started = time.monotonic()
         _faults(app, secrets, {k: v for spec in batch.values() for k, v in spec.items()})

@@ -137,3 +137,13 @@ def test_verify_fails_when_loki_does_not_return_the_line(verify_run):
     proc = run_verify("-e", json.dumps({"promtail_external_labels": {"host": "ghost", "environment": "sandbox"}}))
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert "did not return its synthetic journal line" in proc.stdout
+
+
+def test_verify_fails_when_the_request_log_line_is_not_in_loki(verify_run):
+    """The application's end-to-end check can fail: asked for a job the deployed Promtail does not ship,
+    Loki returns no line with the request's trace id and verify says so (the trace check passed before it)."""
+    ghost = {"promtail_app_logs": [{"job": "ghost-app", "service": "ghost-app", "path": "/nonexistent/*.log"}]}
+    proc = run_verify("-e", json.dumps(ghost))
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "returned no line of job ghost-app" in proc.stdout
+    assert "found in Jaeger" in proc.stdout
