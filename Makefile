@@ -9,7 +9,7 @@ export ANSIBLE_VAULT_PASSWORD_FILE := $(CURDIR)/inventories/local/vault-password
 export ANSIBLE_FORCE_COLOR ?= 0
 SCENARIOS ?= default
 
-.PHONY: setup demo sandbox verify down test lint unit molecule bench clean
+.PHONY: setup demo sandbox verify down test lint unit molecule bench bench-e2e clean
 
 setup:
 	scripts/setup.sh
@@ -50,6 +50,14 @@ bench: setup
 	bench/converge.sh sandbox
 	.venv/bin/python bench/mttd.py
 	.venv/bin/python bench/jaeger_spans.py --spans-per-trace 20
+	.venv/bin/python bench/mttd_model.py
+	.venv/bin/python bench/app_overhead.py
+
+# Alert accuracy and dashboard load run against the converged molecule
+# scenario (its fast_alerting timings): `molecule converge` first.
+bench-e2e:
+	.venv/bin/python bench/alert_accuracy.py --json bench/results/alert_accuracy.json
+	.venv/bin/python bench/dashboard_load.py --scrape-interval 5 --json bench/results/dashboard_load.json
 
 clean: down
 	rm -rf build

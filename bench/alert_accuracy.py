@@ -192,9 +192,8 @@ def main() -> None:
     accuracy = exact / len(rows)
     false_soak = len(set(soaked["fired"]) | set(soaked["notified"]))
     print(f"\naccuracy: {exact}/{len(rows)} faults fired exactly their own alert = {accuracy:.0%} (plan: > 95 %)")
-    print(
-        f"soak: {args.soak_minutes} min with {soaked['rolling_restarts']} rolling restart(s): {false_soak} false alert(s)"
-    )
+    restarts = soaked["rolling_restarts"]
+    print(f"soak: {args.soak_minutes} min with {restarts} rolling restart(s): {false_soak} false alert(s)")
     print("measured MTTD (test settings), seconds:", {r["fault"]: r["mttd_seconds"] for r in rows})
     if args.json:
         args.json.write_text(json.dumps({"soak": soaked, "faults": rows, "accuracy": accuracy}, indent=2))

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lib"))
 
 from dashboards import dashboard_files, load_dashboard, raw_queries, substitute, substitution_values  # noqa: E402
-from sandbox import sandbox_secrets  # noqa: E402
+from mdl_load import LoadGenerator  # noqa: E402
+from sandbox import published_url, sandbox_secrets  # noqa: E402
 
 TARGET_SECONDS = 2.0
 
@@ -68,8 +69,24 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=6)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scrape-interval", type=int, default=15, help="seconds; the step never goes below it")
+    parser.add_argument("--app-container", default="obs-app", help="drive load at its port 3000; '' for none")
+    parser.add_argument("--rate", type=float, default=40)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    load = None
+    if args.app_container:
+        user = ("demo", sandbox_secrets()["vault_mdl_api_demo_password"])
+        load = LoadGenerator(published_url(args.app_container, 3000), rate=args.rate, users=[user], seed=3)
+        load.start()
+        time.sleep(30)  # a few scrapes of traffic first
+    try:
+        run(args)
+    finally:
+        if load:
+            load.stop()
+
+
+def run(args) -> None:
 
     target = {
         "container": args.container,
