@@ -73,19 +73,7 @@ class Cache:
     # -- read-through cache -------------------------------------------------
     def get(self, key: str, label: str) -> Any:
         """The cached JSON value of ``key`` or None (a miss); counted under ``label``."""
-        if self.faults.cache_bypass:
-            self.metrics.cache_miss(label)
-            return None
-        try:
-            raw = self.client.get(key)
-        except redis.RedisError as exc:
-            self._failed(exc, "get")
-            raw = None
-        if raw is None:
-            self.metrics.cache_miss(label)
-            return None
-        self.metrics.cache_hit(label)
-        return json.loads(raw)
+        return self._lookup(label, "get", lambda: self.client.get(key))
 
     def set(self, key: str, value: Any) -> None:
         if self.faults.cache_bypass:
@@ -96,13 +84,17 @@ class Cache:
             self._failed(exc, "set")
 
     def hget(self, key: str, field: str, label: str) -> Any:
+        return self._lookup(label, "hget", lambda: self.client.hget(key, field))
+
+    def _lookup(self, label: str, operation: str, fetch) -> Any:
+        """One cache read: a miss when bypassed, failing or absent, else the decoded hit."""
         if self.faults.cache_bypass:
             self.metrics.cache_miss(label)
             return None
         try:
-            raw = self.client.hget(key, field)
+            raw = fetch()
         except redis.RedisError as exc:
-            self._failed(exc, "hget")
+            self._failed(exc, operation)
             raw = None
         if raw is None:
             self.metrics.cache_miss(label)
