@@ -1744,6 +1744,9 @@ class Handler(BaseHTTPRequestHandler):
     def reply(self, status: int, body: bytes | str, ctype: str = "text/plain; charset=utf-8") -> None:
         data = body.encode() if isinstance(body, str) else body
         self.status = status
+        # Observed before the body goes out, as Loki's middleware does: a client that
+        # reads /metrics right after its push must see the push counted.
+        self.observe()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -1764,8 +1767,19 @@ class Handler(BaseHTTPRequestHandler):
             return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def observe(self) -> None:
+        if not self.observed:
+            self.observed = True
+            self.app.metrics.observe(
+                time.monotonic() - self.began,
+                method=self.method,
+                route=self.route,
+                status_code=str(self.status),
+                ws="false",
+            )
+
     def dispatch(self, method: str) -> None:
-        began, self.status = time.monotonic(), 500
+        self.began, self.status, self.observed = time.monotonic(), 500, False
         url = urllib.parse.urlsplit(self.path)
         route, params = "other", {}
         for pattern, name, _methods in ROUTES:
@@ -1773,6 +1787,7 @@ class Handler(BaseHTTPRequestHandler):
             if match:
                 route, params = name, {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
                 break
+        self.method, self.route = method, route
         try:
             if route == "other":
                 self.reply(404, "404 page not found\n")
@@ -1794,9 +1809,7 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(exc, ConnectionError):
                 self.reply(500, f"{exc}\n")
         finally:
-            self.app.metrics.observe(
-                time.monotonic() - began, method=method, route=route, status_code=str(self.status), ws="false"
-            )
+            self.observe()  # requests that ended without a reply
 
     # ----------------------------------------------------------------- status endpoints
 
