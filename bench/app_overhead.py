@@ -9,13 +9,15 @@ metric definitions in several domains, objectives), then the database is kept
 as a template: before every step it is re-created from it and Redis is flushed,
 so each step starts from the same data and a cold cache.
 
-Three configurations of the same app (same threads, pool and config otherwise,
+Four configurations of the same app (same threads, pool and config otherwise,
 the role's defaults; faults off; the role's unit environment, so the span
 batcher runs at the SDK default 5 s schedule):
-  bare     metrics.enabled false, tracing.enabled false
-  metrics  metrics on, tracing off
-  full     metrics on, tracing on, sample ratio 1.0, exporting to the real Jaeger
-Rounds of bare -> metrics -> full are repeated --rounds times (interleaved, so a
+  bare       metrics.enabled false, tracing.enabled false
+  metrics    metrics on, tracing off
+  unsampled  metrics on, tracing on with sample ratio 0 (not judged: it prices the
+             contrib instrumentations' wrappers alone, nothing recorded or exported)
+  full       metrics on, tracing on, sample ratio 1.0, exporting to the real Jaeger
+Rounds of bare -> metrics -> unsampled -> full are repeated --rounds times (interleaved, so a
 slow drift of a busy machine hits every configuration alike); the app restarts
 for every step.
 
@@ -42,12 +44,15 @@ can never silently be between uninstrumented runs:
     Jaeger's query API by the X-Trace-Id of sampled answers, within -30/+40 %),
     >= 2 spans per request, nothing refused by Jaeger (span-queue overflows in
     the app, "Queue full" in its log, are reported as a warning);
+  * unsampled: the counter did not move, every sampled answer had X-Trace-Id
+    (the SDK is in the request path);
   * bare and metrics: the counter did not move, no answer had X-Trace-Id;
-  * metrics and full: http_requests_total rose by about the measured requests;
+  * metrics, unsampled and full: http_requests_total rose by about the measured requests;
     bare: /metrics answers 404 (no registry).
 
 Medians per configuration and the overhead relative to bare (rps: how much
-lower; CPU/request: how much higher) are judged against --target; exit 1 if
+lower; CPU/request: how much higher) of metrics and full are judged against
+--target; exit 1 if
 over. --json PATH writes everything.
 
 Usage: .venv/bin/python bench/app_overhead.py [--rounds 3] [--duration 20] [--warmup 5] [--json PATH]
@@ -77,7 +82,17 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 JAEGER = ROOT / "build" / "go" / "bin" / "jaeger-2.13.0" / "jaeger"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CONFIGS = {"bare": (False, False), "metrics": (True, False), "full": (True, True)}
+# name: (metrics on, tracing on, sample ratio). "unsampled" is a diagnostic, not
+# judged: the SDK and the contrib instrumentations wired in as in "full", but the
+# sampler records no span, so it prices the instrumentation wrappers alone (the
+# attributes they collect, context handling) apart from recording and export.
+CONFIGS = {
+    "bare": (False, False, None),
+    "metrics": (True, False, None),
+    "unsampled": (True, True, 0.0),
+    "full": (True, True, 1.0),
+}
+JUDGED = ("metrics", "full")
 SEED_BATCH = 24  # metrics created by one mdl_load seed() call
 HTTP_REQUESTS = re.compile(r"^http_requests_total\{([^}]*)\} (\S+)$", re.M)
 
@@ -125,7 +140,7 @@ class CpuSnapshot:
 class Driver:
     """``clients`` threads running mdl_load's mix back to back against one app instance.
 
-    The operations are LoadGenerator's own (``_run_op``: the same requests, cache hot
+    The operations are LoadGenerator's own (``run_op``: the same requests, cache hot
     set, unknown ids and token handling as the open-loop load tests); only the pacing
     differs: each client sends its next request as soon as the previous one answered.
     The generator records every answer (status, latency, X-Trace-Id sample)."""
@@ -136,9 +151,8 @@ class Driver:
             url, 1.0, users=users, seed=seed, login_share=args.login_share, seed_data=False, sample_size=2000
         )
         # The seeded ids (the same each step: the database is restored before it).
-        self.gen._metric_ids[:] = ids["metrics"]
-        self.gen._domain_ids[:] = ids["domains"]
-        self.gen._objective_ids[:] = ids["objectives"]
+        self.gen.use_ids(ids["metrics"], ids["domains"], ids["objectives"])
+        self.lock = threading.Lock()
         self.clients, self.stopping = args.clients, threading.Event()
         self.failures: collections.Counter = collections.Counter()
         self.threads: list[threading.Thread] = []
@@ -146,11 +160,10 @@ class Driver:
     def _client(self, hard_end: float) -> None:
         gen = self.gen
         while not self.stopping.is_set() and time.monotonic() < hard_end:
-            op = gen.rng.choices(gen.mix_ops, gen.mix_weights)[0]
             try:
-                gen._run_op(op)
+                gen.run_op(gen.next_op())
             except Exception as exc:  # e.g. a 201 without JSON: counted, the client goes on
-                with gen._lock:
+                with self.lock:
                     self.failures[type(exc).__name__] += 1
 
     def start(self, hard_end: float) -> None:
@@ -167,17 +180,13 @@ class Driver:
             thread.join(15)
 
     def snapshot(self) -> dict:
-        gen = self.gen
-        with gen._lock:
-            return {
-                "status": collections.Counter(gen._status),
-                "errors": collections.Counter(gen._errors) + self.failures,
-                "latencies": len(gen._latencies),
-            }
+        snap = self.gen.counters()
+        with self.lock:
+            snap["errors"] += self.failures
+        return snap
 
     def window(self, a: dict, b: dict) -> dict:
-        with self.gen._lock:
-            lat = sorted(self.gen._latencies[a["latencies"] : b["latencies"]])
+        lat = self.gen.latencies_between(a["latencies"], b["latencies"])
         status, errors = b["status"] - a["status"], b["errors"] - a["errors"]
 
         def pct(q: float) -> float:
@@ -248,7 +257,7 @@ class Stack:
         return js.scrape(self.ports["metrics"])
 
     def app_config(self, name: str, workdir: Path) -> dict:
-        metrics_on, tracing_on = CONFIGS[name]
+        metrics_on, tracing_on, ratio = CONFIGS[name]
         a = self.args
         return fx.app_config(
             self.pg,
@@ -257,7 +266,7 @@ class Stack:
             workdir / "mdl-api.log",
             threads=a.threads,
             database={"pool_min": 2, "pool_max": a.pool_max, "pool_timeout_seconds": 5},
-            tracing={"enabled": tracing_on, "sample_ratio": 1.0, "export_timeout_seconds": 10},
+            tracing={"enabled": tracing_on, "sample_ratio": ratio or 0.0, "export_timeout_seconds": 10},
             metrics={"enabled": metrics_on},
             faults={"enabled": False, "token": ""},
             business_sync_seconds=15,
@@ -335,7 +344,8 @@ def read_back(stack: Stack, trace_ids: list[str]) -> list[int]:
 
 
 def run_step(stack: Stack, name: str, rnd: int, args) -> dict:
-    metrics_on, tracing_on = CONFIGS[name]
+    metrics_on, tracing_on, ratio = CONFIGS[name]
+    sampled = bool(tracing_on and ratio)
     stack.restore()
     jaeger_before = stack.jaeger_counters()
     app = stack.start_app(name, stack.tmp / f"r{rnd}-{name}")
@@ -362,7 +372,7 @@ def run_step(stack: Stack, name: str, rnd: int, args) -> dict:
         if scraper:
             scraper.stopping.set()
             scraper.join(15)
-    samples = list(driver.gen._samples)
+    samples = driver.gen.samples()
     requests_sent = driver.total_requests() + extra_requests + (scraper.count if scraper else 0)
     stack.stop_app()  # SIGTERM: the app flushes its queued spans
     jaeger_after = wait_spans_settled(stack, jaeger_before["accepted"])
@@ -396,13 +406,13 @@ def run_step(stack: Stack, name: str, rnd: int, args) -> dict:
     res["spans_expected"] = None
     traced = [s["trace_id"] for s in samples if s["trace_id"]]
     res["sampled_answers"], res["traced_answers"] = len(samples), len(traced)
-    if tracing_on:
+    if sampled:
         picks = traced[:: max(1, len(traced) // args.read_back)][: args.read_back]
         counts = read_back(stack, picks)
         res["read_back"] = {"checked": len(counts), "found": sum(1 for c in counts if c), "spans": counts}
         res["sampled_spans_per_trace"] = statistics.mean(counts) if counts else 0.0
         res["spans_expected"] = res["sampled_spans_per_trace"] * requests_sent
-    check_step(res, tracing_on, metrics_on)
+    check_step(res, tracing_on, sampled, metrics_on)
     return res
 
 
@@ -425,11 +435,16 @@ def traced_problems(res: dict) -> list[str]:
     return problems
 
 
-def check_step(res: dict, tracing_on: bool, metrics_on: bool) -> None:
+def check_step(res: dict, tracing_on: bool, sampled: bool, metrics_on: bool) -> None:
     """CheckFailed unless the step's instrumentation was what its configuration says."""
     problems = [] if res["answers"] else ["no request answered"]
-    if tracing_on:
+    if sampled:
         problems += traced_problems(res)
+    elif tracing_on:  # wired in (answers carry the SDK's trace ids), nothing recorded
+        if res["spans_accepted"]:
+            problems.append(f"sample ratio 0 but Jaeger accepted {res['spans_accepted']:.0f} spans")
+        if res["traced_answers"] < res["sampled_answers"] or not res["sampled_answers"]:
+            problems.append(f"only {res['traced_answers']}/{res['sampled_answers']} answers had X-Trace-Id")
     else:
         if res["spans_accepted"]:
             problems.append(f"tracing is off but Jaeger accepted {res['spans_accepted']:.0f} spans")
@@ -480,8 +495,8 @@ def report(steps: list[dict], head: dict, args) -> dict:
     print("\nper round, overhead relative to the same round's bare (rps lower / cpu per request higher):")
     for r in rounds:
         parts = []
-        for name in ("metrics", "full"):
-            if (r, "bare") in by and (r, name) in by:
+        for name in CONFIGS:
+            if name != "bare" and (r, "bare") in by and (r, name) in by:
                 b, s = by[(r, "bare")], by[(r, name)]
                 rps = overhead(s["rps"], b["rps"], False)
                 cpu = overhead(s["cpu_ms_per_request"], b["cpu_ms_per_request"], True)
@@ -507,19 +522,33 @@ def report(steps: list[dict], head: dict, args) -> dict:
             "rps_pct": overhead(med[name]["rps"], med["bare"]["rps"], False),
             "cpu_per_request_pct": overhead(med[name]["cpu_ms_per_request"], med["bare"]["cpu_ms_per_request"], True),
         }
-        for name in ("metrics", "full")
+        for name in CONFIGS
+        if name != "bare"
     }
     print(f"\noverhead relative to bare (medians), target < {args.target:g} %:")
     failed = []
     for measure, label in (("rps_pct", "requests/s (lower by)"), ("cpu_per_request_pct", "CPU/request (higher by)")):
         parts = []
-        for name in ("metrics", "full"):
+        for name in JUDGED:
             v = over[name][measure]
             ok = v < args.target
             if not ok:
                 failed.append(f"{name} {label.split(' ')[0]}")
             parts.append(f"{name} {v:+.1f}% {'PASS' if ok else 'FAIL'}")
         print(f"  {label:<24} " + ", ".join(parts))
+    u = over["unsampled"]
+    print(
+        f"  not judged: unsampled (instrumentations wired in, nothing recorded) rps {u['rps_pct']:+.1f}%,"
+        f" CPU/request {u['cpu_per_request_pct']:+.1f}%"
+    )
+    cost = tracing_cost(med, args.target)
+    print(
+        f"\nwhat tracing costs per request (CPU, medians): {cost['tracing_ms']:.3f} ms over metrics-only for"
+        f" {cost['spans_per_request']:.2f} spans ({cost['per_span_us']:.0f} us a span);"
+        f" {cost['wrappers_ms']:.3f} ms of it with nothing recorded (unsampled), {cost['recording_ms']:.3f} ms"
+        f" recording and exporting. Under {args.target:g} % it would be for requests costing at least"
+        f" {cost['break_even_ms']:.1f} ms of CPU uninstrumented; these cost {med['bare']['cpu_ms_per_request']:.3f} ms"
+    )
     verdict = "PASS" if not failed else "FAIL"
     print(
         f"{verdict}: instrumentation overhead "
@@ -529,12 +558,35 @@ def report(steps: list[dict], head: dict, args) -> dict:
             else f"over {args.target:g} %: {', '.join(failed)}"
         )
     )
-    return head | {"steps": steps, "median": med, "overhead": over, "verdict": verdict, "failed": failed}
+    return head | {
+        "steps": steps,
+        "median": med,
+        "overhead": over,
+        "tracing_cost": cost,
+        "verdict": verdict,
+        "failed": failed,
+    }
+
+
+def tracing_cost(med: dict, target: float) -> dict:
+    """Milliseconds of app CPU per request that tracing adds, split into wrappers and recording."""
+    tracing = med["full"]["cpu_ms_per_request"] - med["metrics"]["cpu_ms_per_request"]
+    wrappers = med["unsampled"]["cpu_ms_per_request"] - med["metrics"]["cpu_ms_per_request"]
+    spans = med["full"]["spans_per_request"]
+    return {
+        "tracing_ms": tracing,
+        "wrappers_ms": wrappers,
+        "recording_ms": tracing - wrappers,
+        "spans_per_request": spans,
+        "per_span_us": 1000 * tracing / spans if spans else math.nan,
+        # The uninstrumented CPU per request at which metrics + tracing add just `target` percent.
+        "break_even_ms": (med["full"]["cpu_ms_per_request"] - med["bare"]["cpu_ms_per_request"]) / (target / 100),
+    }
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of bare -> metrics -> full")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of bare -> metrics -> unsampled -> full")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per step")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the measured window")
     parser.add_argument("--clients", type=int, default=16, help="closed-loop client threads (keep-alive sessions)")
@@ -584,7 +636,9 @@ def main() -> int:
         n = {k: len(v) for k, v in stack.ids.items()}
         print(f"seeded {n['metrics']} metrics, {n['domains']} domains, {n['objectives']} objectives", flush=True)
         print(
-            f"{args.rounds} round(s) of bare -> metrics -> full, {args.warmup:g}s warm-up + {args.duration:g}s each,"
+            f"{args.rounds} round(s) of "
+            + " -> ".join(CONFIGS)
+            + f", {args.warmup:g}s warm-up + {args.duration:g}s each,"
             f" {args.clients} clients, app threads {args.threads}, pool_max {args.pool_max}",
             flush=True,
         )

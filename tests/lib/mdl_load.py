@@ -319,7 +319,36 @@ class LoadGenerator:
                 return ids[self.rng.randrange(min(5, len(ids)))]
             return self.rng.choice(ids)
 
-    def _run_op(self, op: str) -> None:  # noqa: PLR0912 - one branch per operation
+    def use_ids(self, metrics: list[str], domains: list[int], objectives: list[int]) -> None:
+        """Work on these existing ids (seeded elsewhere) instead of seeding its own."""
+        with self._lock:
+            self._metric_ids[:], self._domain_ids[:], self._objective_ids[:] = metrics, domains, objectives
+
+    def next_op(self) -> str:
+        """An operation drawn from the mix."""
+        return self.rng.choices(self.mix_ops, self.mix_weights)[0]
+
+    def counters(self) -> dict:
+        """Answers so far: status counts, transport errors, and how many latencies are recorded."""
+        with self._lock:
+            return {
+                "status": collections.Counter(self._status),
+                "errors": collections.Counter(self._errors),
+                "latencies": len(self._latencies),
+            }
+
+    def latencies_between(self, start: int, end: int) -> list[float]:
+        """Sorted latencies (s) of the answers recorded between two counters() readings."""
+        with self._lock:
+            return sorted(self._latencies[start:end])
+
+    def samples(self) -> list[dict]:
+        """The sampled answers kept (trace and correlation ids, path, status)."""
+        with self._lock:
+            return list(self._samples)
+
+    def run_op(self, op: str) -> None:  # noqa: PLR0912 - one branch per operation
+        """Send the requests of one operation now (the open-loop scheduler and closed-loop drivers)."""
         rec = op
         if op in WRITE_OPS and not self._token:
             self._login()
@@ -378,7 +407,7 @@ class LoadGenerator:
 
     def _task(self, op: str) -> None:
         try:
-            self._run_op(op)
+            self.run_op(op)
         except Exception as exc:
             with self._lock:
                 self._errors[type(exc).__name__] += 1
