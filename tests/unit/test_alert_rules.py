@@ -467,9 +467,9 @@ MUTANTS = [
     Mutant(
         "PrometheusRuleEvaluationFailures",
         "for",
-        "5m",
-        "4m",
-        "PrometheusRuleEvaluationFailures: one failure that stays in the 5m window for 4m does not fire",
+        "3m",
+        "1m",
+        "PrometheusRuleEvaluationFailures: failures that stay in the 2m window for under 3m do not fire",
     ),
     Mutant(
         "PrometheusRuleEvaluationFailures",
@@ -509,9 +509,9 @@ MUTANTS = [
     Mutant(
         "PrometheusNotConnectedToAlertmanagers",
         "for",
-        "5m",
         "3m",
-        "PrometheusNotConnectedToAlertmanagers: losing the Alertmanagers for 4m does not fire",
+        "1m",
+        "PrometheusNotConnectedToAlertmanagers: losing the Alertmanagers for 2m does not fire",
     ),
     Mutant(
         "PrometheusConfigReloadFailed",
