@@ -273,7 +273,7 @@ def test_login_failures_are_401_with_a_reason(app):
 def test_correlation_id_is_echoed_or_created(app):
     resp = requests.get(app.url + "/health", headers={"X-Correlation-ID": "corr-abc.123"}, timeout=5)
     assert resp.headers["X-Correlation-ID"] == "corr-abc.123"
-    resp = requests.get(app.url + "/health", headers={"X-Correlation-ID": "bad value with spaces"}, timeout=5)
+    resp = requests.get(app.url + "/api/v1/domains", headers={"X-Correlation-ID": "bad value with spaces"}, timeout=5)
     assert str(uuid.UUID(resp.headers["X-Correlation-ID"])) == resp.headers["X-Correlation-ID"]
     assert HEX32.match(resp.headers["X-Trace-Id"])
 
@@ -600,6 +600,25 @@ def test_one_trace_holds_server_storage_psycopg_and_redis_spans(app, token, serv
     assert all(s["parent_span_id"] == store["span_id"] for s in rd)
     # The background jobs (schema, business sync, cache size) start no traces of their own.
     orphans = [s for s in servers.otlp.spans if not s["parent_span_id"] and s["kind"] == SPAN_CLIENT]
+    assert not orphans, orphans[:3]
+
+
+def test_probes_and_scrapes_start_no_trace(app, servers):
+    """/health and /metrics: no server span, no X-Trace-Id, and their database and cache pings no
+    client spans (roots of their own), even with a sampled caller; an API request next is traced."""
+    trace_id = uuid.uuid4().hex
+    parent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    start = len(servers.otlp.spans)
+    for path in ("/health", "/metrics"):
+        resp = requests.get(app.url + path, headers={"traceparent": parent}, timeout=5)
+        assert resp.status_code == 200 and "X-Trace-Id" not in resp.headers, (path, dict(resp.headers))
+    # Exported in the same or an earlier batch than the marker request's spans.
+    marker = requests.get(app.url + "/api/v1/domains", timeout=5).headers["X-Trace-Id"]
+    spans = servers.otlp.wait_for(lambda s: any(x["trace_id"] == marker for x in s))
+    assert not [s for s in spans if s["trace_id"] == trace_id], "a probe continued the caller's trace"
+    targets = {s["attributes"].get("http.target") or s["attributes"].get("url.path") for s in spans[start:]}
+    assert not targets & {"/health", "/metrics"}, targets
+    orphans = [s for s in spans[start:] if not s["parent_span_id"] and s["kind"] == SPAN_CLIENT]
     assert not orphans, orphans[:3]
 
 

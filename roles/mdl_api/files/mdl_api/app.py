@@ -5,7 +5,8 @@ request, else a new uuid4) and a request id go into the log context; the route
 gives the ``path`` label (the plan's normalizePath of a matched route, else
 "unmatched", so random paths cannot grow the label set); /api requests may get
 an injected delay or 500 (faults); the answer carries ``X-Correlation-ID`` and
-``X-Trace-Id`` (the server span's trace id, when tracing is on); then the HTTP
+``X-Trace-Id`` (the server span's trace id, when tracing is on; /health and /metrics are
+not traced, tracing.UNTRACED_PATHS); then the HTTP
 metrics and one "request completed" log line (error for 5xx, warn for 4xx).
 """
 

@@ -22,6 +22,10 @@ from typing import Any
 from . import __version__
 
 STORAGE_TRACER = "mdl-storage"
+# Probes and scrapes are not traced: Prometheus' scrape every interval and every
+# health check (with its database and cache pings) would each be a trace of its
+# own, noise in Jaeger and in the trace coverage, at about 1 ms of CPU each.
+UNTRACED_PATHS = frozenset({"/health", "/metrics"})
 
 
 class _NoSpan:
@@ -74,12 +78,22 @@ class Tracing:
         self.tracer = self.provider.get_tracer(STORAGE_TRACER, __version__)
 
     def wrap_wsgi(self, app: Callable) -> Callable:
-        """The WSGI app inside OpenTelemetryMiddleware (server spans; incoming traceparent honoured)."""
+        """The WSGI app inside OpenTelemetryMiddleware (server spans; incoming traceparent honoured),
+        but for UNTRACED_PATHS: those run without a server span and with client spans suppressed."""
         if not self.enabled:
             return app
+        from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
         from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware  # noqa: PLC0415
 
-        return OpenTelemetryMiddleware(app, tracer_provider=self.provider)
+        traced = OpenTelemetryMiddleware(app, tracer_provider=self.provider)
+
+        def dispatch(environ: dict, start_response: Callable) -> Any:
+            if environ.get("PATH_INFO") in UNTRACED_PATHS:
+                with suppress_instrumentation():  # the app builds its whole body inside the call
+                    return app(environ, start_response)
+            return traced(environ, start_response)
+
+        return dispatch
 
     @contextlib.contextmanager
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
