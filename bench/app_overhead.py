@@ -352,7 +352,6 @@ def run_step(stack: Stack, name: str, rnd: int, args) -> dict:
     pid = app.proc.pid
     driver = Driver(app.url, args, stack.ids, seed=1000 * rnd + list(CONFIGS).index(name))
     scraper = Scraper(app.url, args.scrape_interval) if metrics_on and args.scrape_interval > 0 else None
-    extra_requests = 2 if metrics_on else 1  # the check scrapes below, or the 404 probe
     driver.start(time.monotonic() + args.warmup + args.duration + 30)
     if scraper:
         scraper.start()
@@ -373,7 +372,8 @@ def run_step(stack: Stack, name: str, rnd: int, args) -> dict:
             scraper.stopping.set()
             scraper.join(15)
     samples = driver.gen.samples()
-    requests_sent = driver.total_requests() + extra_requests + (scraper.count if scraper else 0)
+    # API requests only: the scrapes and the /metrics probes are not traced (tracing.UNTRACED_PATHS).
+    requests_sent = driver.total_requests()
     stack.stop_app()  # SIGTERM: the app flushes its queued spans
     jaeger_after = wait_spans_settled(stack, jaeger_before["accepted"])
     log_text = app.log_path.read_text() if app.log_path.exists() else ""
