@@ -43,8 +43,22 @@ import sandbox  # noqa: E402
 from mdl_load import LoadGenerator  # noqa: E402
 
 
-def docker_json(container: str, url: str, auth: str | None = None):
-    cmd = ["docker", "exec", container, "curl", "-sS", "-f", "--max-time", "10", *(["-u", auth] if auth else []), url]
+def docker_json(container: str, url: str, auth: str | None = None, ca: str = ""):
+    """GET inside a test container; ``ca``: the CA file there that verifies an https URL."""
+    tls = ["--cacert", ca] if ca and url.startswith("https://") else []
+    cmd = [
+        "docker",
+        "exec",
+        container,
+        "curl",
+        "-sS",
+        "-f",
+        "--max-time",
+        "10",
+        *tls,
+        *(["-u", auth] if auth else []),
+        url,
+    ]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout)
 
 
@@ -59,13 +73,14 @@ class Stack:
         self.pool_max = int(want["pool_max"])
         self.prometheus = next(n for n, e in sorted(expected.items()) if "prometheus" in e["groups"])
         self.prom_url = expected[self.prometheus]["urls"]["prometheus"]
+        self.prom_ca = expected[self.prometheus]["tls"]["ca"]
         self.alerts = expected[self.prometheus]["mdl_alerts"]
 
     def firing(self) -> set[str]:
         """Plan alerts Prometheus has firing now."""
         expr = urllib.parse.quote('ALERTS{alertstate="firing"}')
         auth = f"admin:{self.secrets['vault_prometheus_password']}"
-        data = docker_json(self.prometheus, f"{self.prom_url}/api/v1/query?query={expr}", auth)
+        data = docker_json(self.prometheus, f"{self.prom_url}/api/v1/query?query={expr}", auth, self.prom_ca)
         return {r["metric"]["alertname"] for r in data["data"]["result"]} & set(self.alerts)
 
     def faults(self, body: dict) -> None:

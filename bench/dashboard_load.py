@@ -38,7 +38,7 @@ TARGET_SECONDS = 2.0
 
 # Inside the container: curl times the request, python3 counts the series of the answer.
 QUERY_SCRIPT = (
-    'curl -sS -f --max-time 30 -u "$AUTH" -o /tmp/q.$$ -w \'%{time_total}\' "$URL"'
+    'curl -sS -f --max-time 30 -u "$AUTH" ${CA:+--cacert "$CA"} -o /tmp/q.$$ -w \'%{time_total}\' "$URL"'
     " && python3 -c \"import json,sys; print(); print(len(json.load(open(sys.argv[1]))['data']['result']))\" /tmp/q.$$;"
     " rm -f /tmp/q.$$"
 )
@@ -47,7 +47,14 @@ QUERY_SCRIPT = (
 def query_range(target: dict, expr: str, start: float, end: float, step: int) -> dict:
     """One query_range asked inside ``target['container']``: the server's time and the series returned."""
     params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
-    env = ["-e", f"AUTH={target['auth']}", "-e", f"URL={target['url']}/api/v1/query_range?{params}"]
+    env = [
+        "-e",
+        f"AUTH={target['auth']}",
+        "-e",
+        f"CA={target['ca']}",
+        "-e",
+        f"URL={target['url']}/api/v1/query_range?{params}",
+    ]
     cmd = ["docker", "exec", *env, target["container"], "sh", "-c", QUERY_SCRIPT]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     if out.returncode != 0:
@@ -65,7 +72,9 @@ def dashboard_queries(path: Path, overrides: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--container", default="obs-trixie")
-    parser.add_argument("--url", default="http://127.0.0.1:9090")
+    # The scenario serves HTTPS (obs_tls_enabled); --cacert '' with an http URL for a plain one.
+    parser.add_argument("--url", default="https://127.0.0.1:9090")
+    parser.add_argument("--cacert", default="/etc/ssl/obs/ca.crt", help="CA file inside the container")
     parser.add_argument("--hours", type=float, default=6)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scrape-interval", type=int, default=15, help="seconds; the step never goes below it")
@@ -91,6 +100,7 @@ def run(args) -> None:
     target = {
         "container": args.container,
         "url": args.url,
+        "ca": args.cacert,
         "auth": f"admin:{sandbox_secrets()['vault_prometheus_password']}",
     }
     span = args.hours * 3600

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = int(os.environ.get("MTTD_SAMPLES", "3"))
@@ -29,6 +30,14 @@ ENV = {
     "ANSIBLE_VAULT_PASSWORD_FILE": str(ROOT / "inventories/local/vault-password.txt"),
     "ANSIBLE_FORCE_COLOR": "0",
 }
+
+
+# The demo sandbox serves HTTPS when inventories/local turns obs_tls_enabled on;
+# playbooks/pki.yml keeps its CA under inventories/local/pki.
+_TLS = yaml.safe_load((ROOT / "inventories/local/group_vars/all/tls.yml").read_text()).get("obs_tls_enabled", False)
+SCHEME = "https" if _TLS else "http"
+VERIFY = str(ROOT / "inventories/local/pki/ca.crt") if _TLS else True
+PROM, AM = f"{SCHEME}://127.0.0.1:9090", f"{SCHEME}://127.0.0.1:9093"
 
 
 def vault() -> dict:
@@ -82,12 +91,12 @@ def main() -> None:
     am = ("admin", secrets["vault_alertmanager_password"])
 
     def no_target_down() -> bool:
-        alerts = requests.get("http://127.0.0.1:9090/api/v1/alerts", auth=prom, timeout=5).json()["data"]["alerts"]
+        alerts = requests.get(f"{PROM}/api/v1/alerts", auth=prom, timeout=5, verify=VERIFY).json()["data"]["alerts"]
         return not [a for a in alerts if a["labels"]["alertname"] == "TargetDown"]
 
     def am_ready() -> bool:
         try:
-            return requests.get("http://127.0.0.1:9093/-/ready", auth=am, timeout=5).status_code == 200
+            return requests.get(f"{AM}/-/ready", auth=am, timeout=5, verify=VERIFY).status_code == 200
         except requests.RequestException:
             return False
 

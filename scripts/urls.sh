@@ -18,12 +18,16 @@ names = {
     "3100": ("Loki stand-in", "loki/api/v1/labels"),
 }
 inv = json.load(sys.stdin)
+# Served over HTTPS while the inventory turns obs_tls_enabled on (verify with the sandbox CA).
+tls_ports = {"9090", "9093", "9100"}
 # Port 3000 is Grafana on the monitoring hosts and the MDL API on its own hosts.
 apps = set(inv.get("mdl_api", {}).get("hosts", []))
-print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml):")
+print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml;")
+print("HTTPS verifies with curl --cacert inventories/local/pki/ca.crt):")
 for host, hv in sorted(inv["_meta"]["hostvars"].items()):
     for spec in hv.get("sandbox_published_ports", []):
         ip, port, cport = spec.split(":")
         name, path = ("MDL API", "health") if host in apps and cport == "3000" else names.get(cport, (cport, ""))
-        print(f"  {host:<12} {name:<17} http://{ip}:{port}/{path}")
+        scheme = "https" if cport in tls_ports and str(hv.get("obs_tls_enabled", False)).lower() == "true" else "http"
+        print(f"  {host:<12} {name:<17} {scheme}://{ip}:{port}/{path}")
 '

@@ -149,22 +149,29 @@ def scrape_targets(hosts, hostvars, listen_var: str, default_listen: str) -> lis
     return configs
 
 
-def scrape_configs(jobs, groups, hostvars, scheme: str = "http") -> list:
+def scrape_configs(jobs, groups, hostvars, ca_file: str = "") -> list:
     """Scrape configs of the inventory-generated jobs, one per job whose group has hosts.
 
-    ``jobs``: [{job_name, group, var, listen, auth, path?}] (the prometheus
-    role's _prometheus_scrape_jobs); targets come from scrape_targets().
+    ``jobs``: [{job_name, group, var, listen, auth, path?, tls?}] (the
+    prometheus role's _prometheus_scrape_jobs); targets come from
+    scrape_targets(). A job with a true ``tls`` is scraped over HTTPS and its
+    certificates are verified against ``ca_file`` (required then).
     """
     configs = []
     for job in jobs or []:
         hosts = groups.get(job["group"]) or []
         if not hosts:
             continue
+        tls = str(job.get("tls", False)).lower() in ("true", "1", "yes")
+        if tls and not ca_file:
+            raise ValueError(f"job {job['job_name']!r} is scraped over TLS but no CA file was given")
         config = {
             "job_name": job["job_name"],
-            "scheme": scheme,
+            "scheme": "https" if tls else "http",
             "static_configs": scrape_targets(hosts, hostvars, job["var"], job["listen"]),
         }
+        if tls:
+            config["tls_config"] = {"ca_file": ca_file}
         if job.get("path"):
             config["metrics_path"] = job["path"]
         auth = job.get("auth") or {}

@@ -7,11 +7,16 @@ unit-tested, including the cases where it must fail (tests/unit/test_verify_filt
 from __future__ import annotations
 
 
-def _expected_targets(configs):
-    """{(job, instance): address} of every static target, and the jobs discovered otherwise."""
+def _expected_targets(configs, schemes=None):
+    """{(job, instance): address} of every static target, and the jobs discovered otherwise.
+
+    ``schemes`` (a dict), when given, is filled with {job: scheme} of every job.
+    """
     expected, open_jobs = {}, set()
     for config in configs or []:
         job = config["job_name"]
+        if schemes is not None:
+            schemes[job] = config.get("scheme", "http")
         if any(key.endswith("_sd_configs") for key in config):
             open_jobs.add(job)  # targets come from service discovery: membership is not predictable
         for static in config.get("static_configs") or []:
@@ -24,13 +29,16 @@ def _expected_targets(configs):
 def target_report(active_targets, configs) -> dict:
     """Compare Prometheus' active targets (/api/v1/targets) with the scrape configs the inventory expects.
 
-    Returns {ok, expected, up, missing, unexpected, wrong_address, down}: each
-    problem list holds readable "job/instance ..." strings. A target is missing
-    when the inventory expects it and Prometheus does not scrape it, unexpected
-    when Prometheus scrapes it and the inventory does not list it (jobs with
-    service discovery are exempt), down when its health is not "up".
+    Returns {ok, expected, up, missing, unexpected, wrong_address, wrong_scheme, down}:
+    each problem list holds readable "job/instance ..." strings. A target is
+    missing when the inventory expects it and Prometheus does not scrape it,
+    unexpected when Prometheus scrapes it and the inventory does not list it
+    (jobs with service discovery are exempt), at a wrong scheme when its
+    scrapeUrl is not http(s) as the job's config says (TLS on or off), down
+    when its health is not "up".
     """
-    expected, open_jobs = _expected_targets(configs)
+    schemes = {}
+    expected, open_jobs = _expected_targets(configs, schemes)
     actual = {}
     for target in active_targets or []:
         labels = target.get("labels") or {}
@@ -46,18 +54,24 @@ def target_report(active_targets, configs) -> dict:
         seen = (target.get("discoveredLabels") or {}).get("__address__")
         if key in expected and seen is not None and seen != expected[key]:
             wrong_address.append(f"{key[0]}/{key[1]} (scraped at {seen}, the inventory says {expected[key]})")
+    wrong_scheme = []
+    for (job, inst), target in sorted(actual.items()):
+        scheme = (target.get("scrapeUrl") or "").partition("://")[0]
+        if job in schemes and scheme and scheme != schemes[job]:
+            wrong_scheme.append(f"{job}/{inst} (scraped over {scheme}, the inventory says {schemes[job]})")
     down = [
         f"{job}/{inst} ({t.get('health', '?')}: {t.get('lastError') or 'no error reported'})"
         for (job, inst), t in sorted(actual.items())
         if t.get("health") != "up"
     ]
     return {
-        "ok": not (missing or unexpected or wrong_address or down) and bool(actual),
+        "ok": not (missing or unexpected or wrong_address or wrong_scheme or down) and bool(actual),
         "expected": len(expected),
         "up": sum(1 for t in actual.values() if t.get("health") == "up"),
         "missing": missing,
         "unexpected": unexpected,
         "wrong_address": wrong_address,
+        "wrong_scheme": wrong_scheme,
         "down": down,
     }
 

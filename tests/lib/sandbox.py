@@ -26,16 +26,34 @@ def sandbox_secrets() -> dict:
     return yaml.safe_load(vault.decrypt(VAULT_FILE.read_bytes()))
 
 
+# The CA file on the test hosts that verifies their HTTPS endpoints (the
+# roles' <role>_local_ca, set by the verifier's conftest from expected.yml);
+# empty while the scenario runs without TLS.
+TLS_CA = ""
+
+
+def curl_args(url: str, user: str | None = None, password: str | None = None) -> str:
+    """curl options for a URL of a test host: basic auth, and the CA for an https URL."""
+    auth = f"-u {user}:{password} " if user else ""
+    ca = f"--cacert {TLS_CA} " if url.startswith("https://") and TLS_CA else ""
+    return f"{auth}{ca}'{url}'"
+
+
 def curl_json(host, url: str, user: str | None = None, password: str | None = None):
     """GET a URL from inside a test host (services are checked where they run)."""
-    auth = f"-u {user}:{password} " if user else ""
-    out = host.check_output(f"curl -sS --max-time 5 -f {auth}'{url}'")
+    out = host.check_output(f"curl -sS --max-time 5 -f {curl_args(url, user, password)}")
     return json.loads(out)
 
 
 def curl_text(host, url: str, user: str | None = None, password: str | None = None) -> str:
-    auth = f"-u {user}:{password} " if user else ""
-    return host.check_output(f"curl -sS --max-time 5 -f {auth}'{url}'")
+    return host.check_output(f"curl -sS --max-time 5 -f {curl_args(url, user, password)}")
+
+
+def curl_code(host, url: str, user: str | None = None, password: str | None = None) -> str:
+    """The HTTP status a test host gets for a URL ("000" when no HTTP answer came)."""
+    return host.run(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {curl_args(url, user, password)}"
+    ).stdout.strip()
 
 
 def eventually(check, timeout: float = 90, interval: float = 3):

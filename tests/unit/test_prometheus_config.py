@@ -110,7 +110,8 @@ def test_global_section(full):
         "scrape_interval": "30s",
         "scrape_timeout": "10s",
         "evaluation_interval": "15s",
-        "external_labels": {"cluster": "unit-cluster", "environment": "unit-test"},
+        # replica: the rendered host's inventory name (prometheus_replica_label).
+        "external_labels": {"cluster": "unit-cluster", "environment": "unit-test", "replica": "mon-1"},
     }
 
 
@@ -124,6 +125,13 @@ def test_inventory_outranks_role_defaults(full):
 
 def test_rule_files(full):
     assert full["rule_files"] == ["/etc/prometheus/rules/*.rules.yml"]
+
+
+def test_replica_label_is_dropped_from_alerts(full):
+    """HA: both servers send an alert with the same labels once the replica label is dropped,
+    so Alertmanager keeps one alert and notifies once (the molecule scenario shows it at the sink)."""
+    assert full["alerting"]["alert_relabel_configs"] == [{"action": "labeldrop", "regex": "replica"}]
+    assert "replica" in full["global"]["external_labels"]
 
 
 def test_alerting_alertmanagers(full):
@@ -237,6 +245,7 @@ def test_minimal_inventory(minimal_path):
     assert config["global"]["external_labels"] == {
         "cluster": "minimal-cluster",
         "environment": "minimal",
+        "replica": "solo",
     }
     assert config["scrape_configs"] == [
         {

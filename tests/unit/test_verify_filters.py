@@ -47,7 +47,8 @@ def test_filter_module(verify):
 
 def test_target_report_all_expected_targets_up(verify, configs):
     assert verify["target_report"](GOOD, configs) == {
-        "ok": True, "expected": 3, "up": 3, "missing": [], "unexpected": [], "wrong_address": [], "down": [],
+        "ok": True, "expected": 3, "up": 3, "missing": [], "unexpected": [], "wrong_address": [], "wrong_scheme": [],
+        "down": [],
     }  # fmt: skip
 
 
@@ -135,3 +136,25 @@ def test_rule_report_evaluation_error_is_reported(verify):
 
 def test_rule_report_no_groups_is_not_ok(verify):
     assert not verify["rule_report"]([])["ok"]
+
+
+def test_target_report_a_target_scraped_over_the_wrong_scheme_fails(verify, obs):
+    """TLS on: the job says https, Prometheus' own scrapeUrl says http (an old config still loaded)."""
+    jobs = [{"job_name": "node", "group": "monitored", "var": "node_exporter_listen_address",
+             "listen": "0.0.0.0:9100", "auth": {}, "tls": True}]  # fmt: skip
+    configs = obs.scrape_configs(
+        jobs, {"monitored": ["mon-1"]}, {"mon-1": {"ansible_host": "10.0.0.1"}}, "/etc/ssl/obs/ca.crt"
+    )
+    assert configs[0]["scheme"] == "https" and configs[0]["tls_config"] == {"ca_file": "/etc/ssl/obs/ca.crt"}
+    target = {**_target("node", "mon-1", "10.0.0.1:9100"), "scrapeUrl": "http://10.0.0.1:9100/metrics"}
+    report = verify["target_report"]([target], configs)
+    assert not report["ok"]
+    assert report["wrong_scheme"] == ["node/mon-1 (scraped over http, the inventory says https)"]
+    target["scrapeUrl"] = "https://10.0.0.1:9100/metrics"
+    assert verify["target_report"]([target], configs)["ok"]
+
+
+def test_scrape_configs_refuse_tls_without_a_ca(obs):
+    jobs = [{"job_name": "node", "group": "monitored", "var": "v", "listen": "0.0.0.0:9100", "auth": {}, "tls": True}]
+    with pytest.raises(ValueError, match="scraped over TLS but no CA file"):
+        obs.scrape_configs(jobs, {"monitored": ["mon-1"]}, {"mon-1": {}})

@@ -21,7 +21,10 @@ def scenario_hosts():
 @pytest.fixture(scope="session")
 def expected(tmp_path_factory):
     """Per host, what the inventory and the role variables say (tests/expected.yml)."""
-    return sandbox.expected_state(tmp_path_factory.mktemp("expected") / "expected.json")
+    state = sandbox.expected_state(tmp_path_factory.mktemp("expected") / "expected.json")
+    # Every host has the same CA path (it comes from the roles' variables).
+    sandbox.TLS_CA = next(iter(state.values()))["tls"]["ca"]
+    return state
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 import yaml
 from dashboards import queries
-from sandbox import curl_json, curl_text, eventually
+from sandbox import curl_args, curl_code, curl_json, curl_text, eventually
 
 UNITS = ("node_exporter", "prometheus", "alertmanager")
 # ProtectHome per unit: node_exporter's filesystem collector reads /home's mount.
@@ -113,8 +113,7 @@ def test_web_config_stores_only_a_bcrypt_hash(host, service, secrets, want):
 @pytest.mark.parametrize("service", ["prometheus", "alertmanager"])
 def test_unauthenticated_api_is_refused(host, service, want):
     url = want["urls"][service] + ("/api/v1/targets" if service == "prometheus" else "/api/v2/status")
-    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}")
-    assert code == "401"
+    assert curl_code(host, url) == "401"
 
 
 def test_prometheus_and_alertmanager_ready(host, secrets, want):
@@ -278,7 +277,7 @@ def test_every_dashboard_query_runs_on_real_prometheus(host, secrets, want):
     for uid, title, expr in queries():
         url = want["urls"]["prometheus"] + "/api/v1/query?query=" + urllib.parse.quote(expr, safe="")
         user, password = _auth(want, secrets, "prometheus")
-        result = host.run(f"curl -sS --max-time 10 -u {user}:{password} '{url}'")
+        result = host.run(f"curl -sS --max-time 10 {curl_args(url, user, password)}")
         body = json.loads(result.stdout or "{}")
         if body.get("status") != "success":
             failures.append(f"{uid} / {title}: {expr} -> {body.get('error', result.stderr)}")
