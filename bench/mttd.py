@@ -33,10 +33,10 @@ ENV = {
 
 
 # The demo sandbox serves HTTPS when inventories/local turns obs_tls_enabled on;
-# playbooks/pki.yml keeps its CA under inventories/local/pki.
+# playbooks/pki.yml keeps its CA under inventories/local.pki.
 _TLS = yaml.safe_load((ROOT / "inventories/local/group_vars/all/tls.yml").read_text()).get("obs_tls_enabled", False)
 SCHEME = "https" if _TLS else "http"
-VERIFY = str(ROOT / "inventories/local/pki/ca.crt") if _TLS else True
+VERIFY = str(ROOT / "inventories/local.pki/ca.crt") if _TLS else True
 PROM, AM = f"{SCHEME}://127.0.0.1:9090", f"{SCHEME}://127.0.0.1:9093"
 
 

@@ -34,3 +34,10 @@ scripts/ensure-docker.sh
 scripts/build-images.sh
 scripts/build-artifacts.sh
 scripts/build-wheelhouse.sh
+
+# The sandbox CA and host certificates (inventories/local.pki; kept when they
+# exist): the demo, the role renders of the unit tests and the sandbox's
+# obs_tls_enabled read them. The molecule scenario makes its own in prepare.
+ANSIBLE_CONFIG=$PWD/ansible.cfg ANSIBLE_VAULT_PASSWORD_FILE=$PWD/inventories/local/vault-password.txt \
+  .venv/bin/ansible-playbook -i inventories/local playbooks/pki.yml >/dev/null
+echo "sandbox PKI: inventories/local.pki"

@@ -23,7 +23,7 @@ tls_ports = {"9090", "9093", "9100"}
 # Port 3000 is Grafana on the monitoring hosts and the MDL API on its own hosts.
 apps = set(inv.get("mdl_api", {}).get("hosts", []))
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml;")
-print("HTTPS verifies with curl --cacert inventories/local/pki/ca.crt):")
+print("HTTPS verifies with curl --cacert inventories/local.pki/ca.crt):")
 for host, hv in sorted(inv["_meta"]["hostvars"].items()):
     for spec in hv.get("sandbox_published_ports", []):
         ip, port, cport = spec.split(":")

@@ -75,6 +75,11 @@ def molecule_hosts() -> list[str]:
     return sorted(data["all"]["hosts"].keys())
 
 
+def playbook_inventory_dir() -> str:
+    """The scenario's inventory directory (its ``inventory_dir``; the sandbox PKI sits at <it>.pki)."""
+    return str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+
+
 def playbook(playbook: Path, *args: str, inventories=(), timeout: int = 300) -> subprocess.CompletedProcess:
     """ansible-playbook against the scenario's inventory (plus ``inventories``), as the project runs it."""
     env = {
@@ -84,7 +89,7 @@ def playbook(playbook: Path, *args: str, inventories=(), timeout: int = 300) -> 
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
     }
-    cmd = [str(PROJECT / ".venv/bin/ansible-playbook"), "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)]
+    cmd = [str(PROJECT / ".venv/bin/ansible-playbook"), "-i", playbook_inventory_dir()]
     for inventory in inventories:
         cmd += ["-i", str(inventory)]
     cmd += [*args, str(playbook)]

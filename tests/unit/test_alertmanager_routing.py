@@ -19,6 +19,10 @@ EXAMPLE_SECRETS = {
     "vault_slack_webhook_url": "https://hooks.slack.com/services/T0/B0/x",
     "vault_pagerduty_routing_key": "x" * 32,
     "vault_watchdog_url": "https://hc-ping.com/x",
+    # These inventories turn TLS on with certificates from their vault, which the
+    # example lacks; routing does not depend on it (tests/unit/test_tls_filters.py and
+    # the molecule scenario test the TLS preflight).
+    "obs_tls_enabled": False,
 }
 
 

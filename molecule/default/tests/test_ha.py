@@ -24,9 +24,8 @@ def servers(expected):
 
 def _prom(expected, secrets, name, host, path):
     want = expected[name]
-    return sandbox.curl_json(
-        host, want["urls"]["prometheus"] + path, want["auth_usernames"]["prometheus"], secrets["vault_prometheus_password"]
-    )
+    user = want["auth_usernames"]["prometheus"]
+    return sandbox.curl_json(host, want["urls"]["prometheus"] + path, user, secrets["vault_prometheus_password"])
 
 
 def test_every_replica_fires_the_watchdog_with_its_own_replica_label(expected, secrets, servers):
@@ -49,7 +48,8 @@ def test_each_alertmanager_holds_the_replicas_alert_once(expected, secrets, serv
             continue
         host = testinfra.get_host(f"docker://{name}")
         url = want["urls"]["alertmanager"] + "/api/v2/alerts?filter=alertname%3D%22Watchdog%22"
-        alerts = sandbox.curl_json(host, url, want["auth_usernames"]["alertmanager"], secrets["vault_alertmanager_password"])
+        user = want["auth_usernames"]["alertmanager"]
+        alerts = sandbox.curl_json(host, url, user, secrets["vault_alertmanager_password"])
         assert len(alerts) == 1, f"{name} holds {len(alerts)} Watchdog alerts: {[a['labels'] for a in alerts]}"
         assert label not in alerts[0]["labels"], alerts[0]["labels"]
 
@@ -58,7 +58,8 @@ def test_the_sink_gets_the_alert_once_per_notification(expected, servers):
     """Every Watchdog notification the sink received carries exactly one Watchdog alert
     and no replica label (kept, the two copies would arrive together in each notification)."""
     label = next(iter(expected.values()))["replica_label"]
-    records = [r for r in sandbox.sink_received(contains="Watchdog") if isinstance(r.get("json"), dict) and "alerts" in r["json"]]
+    received = sandbox.sink_received(contains="Watchdog")
+    records = [r for r in received if isinstance(r.get("json"), dict) and "alerts" in r["json"]]
     assert records, "the sink received no Watchdog notification"
     for record in records:
         watchdogs = [a for a in record["json"]["alerts"] if a["labels"].get("alertname") == "Watchdog"]
