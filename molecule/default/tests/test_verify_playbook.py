@@ -111,16 +111,18 @@ def test_verify_fails_when_an_inventory_host_is_not_scraped(verify_run, tmp_path
     assert "node/ghost (192.0.2.10:9100)" in proc.stdout
 
 
-def test_verify_fails_when_prometheus_alerts_to_other_alertmanagers(verify_run, tmp_path):
+def test_verify_fails_when_prometheus_alerts_to_other_alertmanagers(verify_run, tmp_path, expected):
     """Same number of Alertmanagers, not the same ones: compared by URL, not by count."""
+    # Prometheus alerts over the scheme the inventory's obs_tls_enabled says.
+    scheme = "https" if next(iter(expected.values()))["tls"]["enabled"] else "http"
     real = _group("alertmanager")
     swapped = {"ghost_alertmanagers": {"hosts": {name: None for name in [*real[1:], "ghost"]}}}
     ghost = _ghost_inventory(tmp_path, swapped)
     proc = run_verify("-e", "prometheus_alertmanager_group=ghost_alertmanagers", inventories=[ghost])
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert "does not alert to the inventory's Alertmanagers" in proc.stdout
-    assert "http://192.0.2.10:9093/api/v2/alerts" in proc.stdout
-    assert f"http://{real[0]}:9093/api/v2/alerts" in proc.stdout
+    assert f"{scheme}://192.0.2.10:9093/api/v2/alerts" in proc.stdout
+    assert f"{scheme}://{real[0]}:9093/api/v2/alerts" in proc.stdout
 
 
 def test_verify_fails_when_jaeger_does_not_return_the_span(verify_run):
