@@ -30,6 +30,24 @@ def tls_files(service: str) -> dict:
     return {"ca": CA_PATH, "cert": f"/etc/{service}/tls/server.crt", "key": f"/etc/{service}/tls/server.key"}
 
 
+def tls_paths(service: str) -> list:
+    """Every host path of that service's TLS material, files and their directories (for obs_host_state)."""
+    files = list(tls_files(service).values())
+    return files + sorted({path.rsplit("/", 1)[0] for path in files})
+
+
+def tls_dial_names(host_vars: dict) -> list:
+    """The names a host's certificate must carry: what its clients dial (its inventory name,
+    obs_address and ansible_host when set) and loopback (the readiness checks, published ports).
+    ``host_vars``: hostvars[<host>]. playbooks/pki.yml issues these, preflight checks them."""
+    names = [host_vars.get("inventory_hostname"), host_vars.get("obs_address"), host_vars.get("ansible_host")]
+    out = []
+    for name in [*names, "localhost", "127.0.0.1"]:
+        if name and str(name) not in out:
+            out.append(str(name))
+    return out
+
+
 def _load_cert(pem: str, what: str, problems: list):
     try:
         return x509.load_pem_x509_certificate(pem.encode())
@@ -137,4 +155,9 @@ def tls_problems(cert_pem, key_pem, ca_pem, names=None, now=None) -> list:
 
 class FilterModule:
     def filters(self):
-        return {"tls_problems": tls_problems, "tls_files": tls_files}
+        return {
+            "tls_problems": tls_problems,
+            "tls_files": tls_files,
+            "tls_paths": tls_paths,
+            "tls_dial_names": tls_dial_names,
+        }

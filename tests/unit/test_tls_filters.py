@@ -149,3 +149,21 @@ def test_tls_files_are_per_service_with_one_ca():
         "key": "/etc/prometheus/tls/server.key",
     }
     assert tls.tls_files("node_exporter")["ca"] == tls.tls_files("alertmanager")["ca"]
+
+
+def test_tls_paths_list_the_files_and_their_directories():
+    assert tls.tls_paths("alertmanager") == [
+        tls.CA_PATH, "/etc/alertmanager/tls/server.crt", "/etc/alertmanager/tls/server.key",
+        "/etc/alertmanager/tls", "/etc/ssl/obs",
+    ]  # fmt: skip
+
+
+def test_dial_names_are_what_clients_use_then_loopback_once_each():
+    assert tls.tls_dial_names({"inventory_hostname": "mon-1", "ansible_host": "10.0.0.1", "obs_address": ""}) == [
+        "mon-1", "10.0.0.1", "localhost", "127.0.0.1",
+    ]  # fmt: skip
+    assert tls.tls_dial_names({"inventory_hostname": "mon-1", "ansible_host": "mon-1"}) == [
+        "mon-1",
+        "localhost",
+        "127.0.0.1",
+    ]
