@@ -46,6 +46,7 @@ molecule:
 
 bench: setup
 	bench/converge.sh
+	.venv/bin/python bench/fleet.py
 	$(MAKE) demo
 	bench/converge.sh sandbox
 	.venv/bin/python bench/mttd.py
