@@ -147,6 +147,8 @@ def option_problems(params):
     for option in ("poll_interval", "wait_active_timeout", "delivery_timeout", "timeout"):
         if params[option] <= 0:
             problems.append(f"{option} must be greater than 0, got {params[option]}")
+    if params["max_unavailable"] < 0:
+        problems.append(f"max_unavailable must not be negative, got {params['max_unavailable']}")
     if params["delivery_grace"] < 0:
         problems.append(f"delivery_grace must not be negative, got {params['delivery_grace']}")
     for number, spec in enumerate(params["cases"] or [], start=1):
@@ -283,16 +285,26 @@ def outcome(cases, fleet, run_id, resolve, error=None):
     else:
         cleanup = ""
     failed = [case for case in cases if not case.ok]
+    degraded = fleet.degraded()
     if error:
+        error = f"{degraded} {error}" if degraded else error
         return True, dict(result, msg=f"{error}\n{table}{cleanup}", error=error)
     if failed:
         details = "\n".join(f"- {case.name}: {'; '.join(case.problems)}" for case in failed)
         msg = (
-            f"{len(failed)} of {len(cases)} smoke test case(s) failed (run {run_id},"
+            (f"{degraded}\n" if degraded else "")
+            + f"{len(failed)} of {len(cases)} smoke test case(s) failed (run {run_id},"
             f" {smoke_label}={run_id}-*):\n{table}\n{details}{cleanup}"
         )
         return True, dict(result, msg=msg)
     if fleet.errors:
         return True, dict(result, msg=f"all {len(cases)} case(s) passed, but cleaning up failed:\n{table}{cleanup}")
-    msg = f"{len(cases)} smoke test case(s) passed through {len(fleet.clients)} Alertmanager(s) (run {run_id})"
+    degraded = fleet.degraded()
+    if degraded:
+        return True, dict(result, msg=f"{degraded} All {len(cases)} case(s) passed there.\n{table}{cleanup}")
+    msg = f"{len(cases)} smoke test case(s) passed through {len(fleet.active)} Alertmanager(s) (run {run_id})"
+    if fleet.lost:
+        msg += f"; lost during the run (max_unavailable={fleet.max_unavailable}): " + "; ".join(
+            f"{url} {why}" for url, why in fleet.lost.items()
+        )
     return False, dict(result, msg=msg)

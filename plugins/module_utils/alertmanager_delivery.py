@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ansible.module_utils.alertmanager_cases import bracket
 from ansible.module_utils.alertmanager_client import SinkClient, receiver_integrations, sum_samples
+from ansible.module_utils.alertmanager_fleet import LOST
 from ansible.module_utils.http_client import connection_options
 from ansible.module_utils.polling import Poll, now, since, sleep
 
@@ -28,11 +29,11 @@ GROUP_INTERVAL_HINT = (
 )
 
 
-def delivery_check(params, clients, warn):
+def delivery_check(params, fleet, warn):
     """The delivery evidence the module's options ask for: None, MetricsDelivery or SinkDelivery."""
     timing = dict(timeout=params["delivery_timeout"], grace=params["delivery_grace"], interval=params["poll_interval"])
     if params["delivery"] == "metrics":
-        return MetricsDelivery(clients, **timing)
+        return MetricsDelivery(fleet, **timing)
     if params["delivery"] == "sink":
         # The Alertmanagers' credentials are not sent to the sink.
         sink = SinkClient(params["sink_url"], **connection_options(params, credentials=False))
@@ -56,14 +57,29 @@ class _Delivery:
         """After the batch was routed: set delivered, delivered_to and seconds_to_delivery of every case."""
         raise NotImplementedError
 
+    def check_duplicates(self, cases):
+        """Once, after the run: cases notified more than once get a problem (only a sink can tell)."""
+
 
 # ---------------------------------------------------------------------- metrics
 class MetricsDelivery(_Delivery):
-    def __init__(self, clients, **timing):
+    """Counters are summed over the Alertmanagers of the fleet that still answer (``fleet.active``): a lost
+    one's notifications cannot be read, and the counters of one that restarted begin again at 0."""
+
+    def __init__(self, fleet, **timing):
         super().__init__(**timing)
-        self.clients = clients
+        self.fleet = fleet
         self.integrations = {}  # receiver -> integrations, from the loaded configs
-        self.before = None  # the metrics of every Alertmanager before the batch
+        self.before = None  # URL -> the metrics of every Alertmanager before the batch
+
+    def _metrics(self):
+        """{URL: samples} of the Alertmanagers that answer (a lost one is left out)."""
+        scraped = {}
+        for client in self.fleet.active:
+            samples = self.fleet.call(client, "reading its metrics", client.metrics)
+            if samples is not LOST:
+                scraped[client.base_url] = samples
+        return scraped
 
     def prepare(self, statuses, run_id):
         for status in statuses:
@@ -72,17 +88,18 @@ class MetricsDelivery(_Delivery):
                 self.integrations.setdefault(receiver, set()).update(integrations)
 
     def before_batch(self):
-        self.before = [client.metrics() for client in self.clients]
+        self.before = self._metrics()
 
     def _deltas(self, after, name, integration):
-        """[(url, increase of ``name`` for ``integration``)] for every Alertmanager."""
+        """[(url, increase of ``name`` for ``integration``)] for every Alertmanager read before and after."""
         return [
             (
-                client.base_url,
-                sum_samples(after[i], name, integration=integration)
-                - sum_samples(self.before[i], name, integration=integration),
+                url,
+                sum_samples(samples, name, integration=integration)
+                - sum_samples(self.before[url], name, integration=integration),
             )
-            for i, client in enumerate(self.clients)
+            for url, samples in after.items()
+            if url in self.before
         ]
 
     def _wanted(self, batch):
@@ -112,7 +129,7 @@ class MetricsDelivery(_Delivery):
         grace = []  # set once every integration notified: from then on only the grace counts
 
         def done():
-            after = [client.metrics() for client in self.clients]
+            after = self._metrics()
             for integration in involved:
                 total = self._deltas(after, NOTIFICATIONS_TOTAL, integration)
                 if integration not in rose_at and sum(delta for _url, delta in total) >= 1:
@@ -280,6 +297,30 @@ class SinkDelivery(_Delivery):
             case.delivered = not missing and not unexpected
             if case.id in arrived and not missing:
                 case.seconds_to_delivery = arrived[case.id]
+
+    def check_duplicates(self, cases):
+        """Once the run ended: no channel got the same notification of a case twice.
+
+        Every case is its own aggregation group (the role groups by the smoke label), so a second
+        firing (or resolved) notification of a case on one channel is a duplicate: sent by two
+        Alertmanagers of a cluster whose notification log did not deduplicate it. Checked at the end,
+        because the second Alertmanager of a pair only sends after its peer_timeout.
+        """
+        for case in cases:
+            if case.delivered_to is None:
+                continue
+            counts = {}
+            for record in self.sink.received(case.id):
+                if accepted(record) and record.get("status") in ("firing", "resolved"):
+                    key = (str(record.get("channel")), record["status"])
+                    counts[key] = counts.get(key, 0) + 1
+            twice = [f"{channel} {count}x {status}" for (channel, status), count in sorted(counts.items()) if count > 1]
+            if twice:
+                case.delivered = False
+                case.problems.append(
+                    f"{case.what} was notified more than once ({', '.join(twice)}): more than one Alertmanager sent"
+                    " it (cluster gossip did not deduplicate), or the case shares its group with other alerts"
+                )
 
     # ------------------------------------------------------------------ resolved notifications
     def count_records(self, batch):

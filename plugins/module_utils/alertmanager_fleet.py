@@ -5,6 +5,12 @@ setup), waits until each of them lists it as processed, compares the receivers
 and the inhibition state each one reports with what the case expects, and
 resolves everything it posted. It remembers what it posted, so that a failure
 anywhere still resolves it all.
+
+An Alertmanager that stops answering during the run (not reached at all: stopped,
+killed, partitioned) is marked lost and the run goes on with the others, as
+Prometheus goes on alerting to the rest of a cluster: the cases then prove that
+the remaining cluster still routes and notifies. The run fails afterwards when
+more were lost than ``max_unavailable`` allows, naming each lost one and when.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ def processed(alerts):
     return None
 
 
+LOST = object()  # what Fleet.call returns for a request to an Alertmanager it just marked lost
+
+
 def receiver_names(alert):
     return sorted({r.get("name") for r in alert.get("receivers") or [] if isinstance(r, dict) and r.get("name")})
 
@@ -45,6 +54,8 @@ class Fleet:
                 urls.append(url)
         self.clients = [AlertmanagerClient(url, **connection_options(params)) for url in urls]
         self.smoke_label = params["smoke_label"]
+        self.max_unavailable = params["max_unavailable"]
+        self.lost = {}  # URL -> what failed, for every Alertmanager that stopped answering during this run
         self.wait_active_timeout = params["wait_active_timeout"]
         self.poll_interval = params["poll_interval"]
         self.warn = warn
@@ -57,19 +68,60 @@ class Fleet:
         self.inhibited_by_own = set()  # (case id, url) where an own inhibited_by source was seen inhibiting
         self.errors = []  # cleanup problems
 
+    @property
+    def active(self):
+        """The Alertmanagers that have answered every request of this run so far."""
+        return [client for client in self.clients if client.base_url not in self.lost]
+
+    def call(self, client, action, request, *args):
+        """One request to one Alertmanager. When it is not reached (no HTTP answer) while another one
+        still is, it is marked lost for the rest of the run and LOST is returned; else errors propagate."""
+        if client.base_url in self.lost:
+            return LOST
+        try:
+            return request(*args)
+        except AlertmanagerError as exc:
+            others = [other.base_url for other in self.active if other is not client]
+            if exc.status is not None or not others:
+                raise
+            self.lost[client.base_url] = f"unreachable while {action}: {exc.msg}"
+            for entry in self.alertmanagers:
+                if entry["url"] == client.base_url:
+                    entry["lost"] = self.lost[client.base_url]
+            self.warn(
+                f"Alertmanager {client.base_url} is lost ({self.lost[client.base_url]}); the run goes on with"
+                f" {', '.join(others)}"
+            )
+            return LOST
+
+    def degraded(self):
+        """Why the cluster counts as degraded (more Alertmanagers lost than max_unavailable), else None."""
+        if len(self.lost) <= self.max_unavailable:
+            return None
+        lost = "; ".join(f"{url} {why}" for url, why in self.lost.items())
+        rest = ", ".join(client.base_url for client in self.active)
+        return (
+            f"Alertmanager cluster degraded: {len(self.lost)} of {len(self.clients)} Alertmanager(s) lost during the"
+            f" run (max_unavailable={self.max_unavailable}): {lost}. The cases ran on the rest ({rest})."
+        )
+
     def read_status(self):
         """GET /api/v2/status of every Alertmanager (before posting anything); returns the statuses."""
         statuses = []
         for client in self.clients:
-            status = client.status()
+            entry = {"url": client.base_url, "version": None, "cluster_status": None, "peers": 0, "lost": None}
+            self.alertmanagers.append(entry)
+            if len(self.lost) < self.max_unavailable:
+                status = self.call(client, "reading its status", client.status)
+            else:  # without enough Alertmanagers answering, nothing is posted
+                status = client.status()
+            if status is LOST:
+                continue
             cluster = status.get("cluster") or {}
-            self.alertmanagers.append(
-                {
-                    "url": client.base_url,
-                    "version": (status.get("versionInfo") or {}).get("version"),
-                    "cluster_status": cluster.get("status"),
-                    "peers": len(cluster.get("peers") or []),
-                }
+            entry.update(
+                version=(status.get("versionInfo") or {}).get("version"),
+                cluster_status=cluster.get("status"),
+                peers=len(cluster.get("peers") or []),
             )
             statuses.append(status)
         return statuses
@@ -77,9 +129,9 @@ class Fleet:
     def post(self, alerts):
         for alert in alerts:
             self.posted[alert["labels"][self.smoke_label]] = alert
-        for client in self.clients:
+        for client in self.active:
             try:
-                client.post_alerts(alerts)
+                self.call(client, "posting alerts", client.post_alerts, alerts)
             except AlertmanagerError as exc:
                 if exc.status == 400:
                     # Alertmanager stores the valid alerts of a rejected batch: they are resolved
@@ -88,8 +140,11 @@ class Fleet:
                 raise
 
     def listed(self, client, alert_id):
-        """The alerts of this id listed by one Alertmanager (remembering their fingerprints)."""
-        alerts = client.get_alerts([equal_matcher(self.smoke_label, alert_id)])
+        """The alerts of this id listed by one Alertmanager (remembering their fingerprints); LOST when
+        that Alertmanager was just lost."""
+        alerts = self.call(client, "listing alerts", client.get_alerts, [equal_matcher(self.smoke_label, alert_id)])
+        if alerts is LOST:
+            return LOST
         mine = [a for a in alerts if isinstance(a, dict) and (a.get("labels") or {}).get(self.smoke_label) == alert_id]
         for alert in mine:
             if alert.get("fingerprint"):
@@ -105,7 +160,7 @@ class Fleet:
         seen = self.wait_active([(source, None) for source in sources])
         for source in sources:
             names = set()
-            for client in self.clients:
+            for client in self.active:
                 names.update(receiver_names(seen[(source.id, client.base_url)][0]))
             source.routed = sorted(names)
 
@@ -140,7 +195,7 @@ class Fleet:
         mismatch); one that is never listed raises AlertmanagerError.
         """
         poll = Poll(self.wait_active_timeout, self.poll_interval)
-        pending = [(probe, accept, client) for probe, accept in probes for client in self.clients]
+        pending = [(probe, accept, client) for probe, accept in probes for client in self.active]
         first_seen = {}  # (id, url) -> (alert, seconds until it was first listed as processed)
         last = {}
         final = {}
@@ -150,7 +205,10 @@ class Fleet:
             still = []
             for probe, accept, client in pending:
                 key = (probe.id, client.base_url)
-                last[key] = self.listed(client, probe.id)
+                listed = self.listed(client, probe.id)
+                if listed is LOST:
+                    continue
+                last[key] = listed
                 alert = processed(last[key])
                 if alert is not None:
                     first_seen[key] = (alert, first_seen[key][1] if key in first_seen else poll.elapsed())
@@ -165,6 +223,8 @@ class Fleet:
             return final
         for probe, _accept, client in pending:
             key = (probe.id, client.base_url)
+            if client.base_url in self.lost:
+                continue
             if key not in first_seen:
                 raise AlertmanagerError(self._not_active_message(probe, client, last.get(key) or []))
             final[key] = first_seen[key]
@@ -175,8 +235,9 @@ class Fleet:
         sleep(self.poll_interval)
         for case in batch:
             accept = self.inhibition_accept(case)
-            for client in self.clients:
-                again = processed(self.listed(client, case.id))
+            for client in self.active:
+                listed = self.listed(client, case.id)
+                again = None if listed is LOST else processed(listed)
                 if again is not None:
                     key = (case.id, client.base_url)
                     seen[key] = (again, seen[key][1])
@@ -212,7 +273,7 @@ class Fleet:
         ``cases`` are all cases of the run (to name the one whose alert inhibits this one).
         """
         inhibited_by = {}
-        for client in self.clients:
+        for client in self.active:
             url = client.base_url
             alert, first_seen = seen[(case.id, url)]
             status = alert.get("status") or {}
@@ -308,9 +369,9 @@ class Fleet:
         ends = rfc3339(utcnow())
         alerts = [dict(self.posted[alert_id], endsAt=ends) for alert_id in alert_ids]
         failed_post = False
-        for client in self.clients:
+        for client in self.active:
             try:
-                client.post_alerts(alerts)
+                self.call(client, "resolving alerts", client.post_alerts, alerts)
             except AlertmanagerError as exc:
                 if exc.status == 400 and client.base_url in self.rejected:
                     continue
@@ -318,11 +379,17 @@ class Fleet:
                 self.errors.append(f"resolving {', '.join(alert_ids)} failed: {exc.msg}")
         if failed_post:
             return
-        pending = [(alert_id, client) for alert_id in alert_ids for client in self.clients]
+        pending = [(alert_id, client) for alert_id in alert_ids for client in self.active]
 
         def all_gone():
+            # A lost Alertmanager lost its alerts with it (they are kept in memory only).
             nonlocal pending
-            pending = [(alert_id, client) for alert_id, client in pending if self.listed(client, alert_id)]
+            still = []
+            for alert_id, client in pending:
+                listed = self.listed(client, alert_id) if client.base_url not in self.lost else LOST
+                if listed is not LOST and listed:
+                    still.append((alert_id, client))
+            pending = still
             return not pending
 
         try:

@@ -163,6 +163,18 @@ options:
         cases can inhibit later inhibition cases.
     type: bool
     default: true
+  max_unavailable:
+    description:
+      - How many Alertmanagers of O(urls) may be lost (not reached at all, as when stopped, killed or cut off)
+        while the run still passes.
+      - A lost Alertmanager, before or during the run, is left out for the rest of it, and the cases go on
+        through the others (as Prometheus alerts to the rest of a cluster), so the run shows whether the
+        remaining cluster still routes and notifies. More lost than this fails the run with a message that
+        names each lost Alertmanager and the request it did not answer (the cluster is degraded). Before the
+        first alert is posted, more unreachable than this fail at once; the last one is never left out.
+      - An Alertmanager that answers with an HTTP error is never counted as lost; that fails the run.
+    type: int
+    default: 0
   expect_resolved:
     description:
       - Receivers that have C(send_resolved). With O(delivery=sink), after resolving, wait until the sink got
@@ -293,11 +305,13 @@ posted:
   type: int
   sample: 13
 alertmanagers:
-  description: Version and cluster state of every Alertmanager, read before posting (empty in check mode).
+  description:
+    - Version and cluster state of every Alertmanager, read before posting (empty in check mode).
+    - C(lost) says why an Alertmanager was left out of the run (see O(max_unavailable)), else null.
   returned: always
   type: list
   elements: dict
-  sample: [{url: "http://obs-mon-1:9093", version: 0.28.1, cluster_status: ready, peers: 2}]
+  sample: [{url: "http://obs-mon-1:9093", version: 0.28.1, cluster_status: ready, peers: 2, lost: null}]
 cases:
   description: One entry per case, in the order of O(cases).
   returned: always
@@ -425,6 +439,7 @@ ARGUMENT_SPEC = connection_argument_spec(
     delivery_grace=dict(type="float", default=5),
     resolve=dict(type="bool", default=True),
     expect_resolved=dict(type="list", elements="str", default=[]),
+    max_unavailable=dict(type="int", default=0),
 )
 
 
@@ -445,7 +460,7 @@ class RoutingCheck:
             module.warn("expect_resolved is only checked with delivery=sink and resolve=true; ignored")
             self.expect_resolved = set()
         self.fleet = Fleet(params, module.warn)
-        self.delivery = delivery_check(params, self.fleet.clients, module.warn)
+        self.delivery = delivery_check(params, self.fleet, module.warn)
         self.cases = plan_cases(
             params["cases"], self.run_id, self.smoke_label, params["annotations"], params["generator_url"]
         )
@@ -468,6 +483,8 @@ class RoutingCheck:
                     self._run_batch([case])
             if self.expect_resolved:
                 self.delivery.wait_resolved(self.cases, self.expect_resolved)
+            if self.delivery is not None:
+                self.delivery.check_duplicates(self.cases)
         except AlertmanagerError as exc:
             error = exc.msg
         finally:

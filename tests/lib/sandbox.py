@@ -82,6 +82,12 @@ def playbook_inventory_dir() -> str:
 
 def playbook(playbook: Path, *args: str, inventories=(), timeout: int = 300) -> subprocess.CompletedProcess:
     """ansible-playbook against the scenario's inventory (plus ``inventories``), as the project runs it."""
+    cmd, env = playbook_command(playbook, *args, inventories=inventories)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def playbook_command(playbook: Path, *args: str, inventories=()) -> tuple[list[str], dict]:
+    """(argv, environment) of ``playbook()``, for a run in the background (subprocess.Popen)."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
@@ -93,7 +99,7 @@ def playbook(playbook: Path, *args: str, inventories=(), timeout: int = 300) -> 
     for inventory in inventories:
         cmd += ["-i", str(inventory)]
     cmd += [*args, str(playbook)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return cmd, env
 
 
 def expected_state(dest: Path) -> dict:

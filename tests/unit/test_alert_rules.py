@@ -465,6 +465,20 @@ MUTANTS = [
     # --- stack.rules.yml
     Mutant("TargetDown", "for", "1m", "30s", "TargetDown: a single failed scrape (down for 45s of 1m) does not fire"),
     Mutant(
+        "ServiceRestarted",
+        "expr",
+        "changes(",
+        "count_over_time(",
+        "ServiceRestarted: a steady start time, a growing uptime and a target that just appeared do not fire",
+    ),
+    Mutant(
+        "ServiceRestarted",
+        "expr",
+        "resets(",
+        "increase(",
+        "ServiceRestarted: a steady start time, a growing uptime and a target that just appeared do not fire",
+    ),
+    Mutant(
         "PrometheusRuleEvaluationFailures",
         "for",
         "3m",

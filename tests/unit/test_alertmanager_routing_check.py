@@ -18,6 +18,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from ansible.module_utils.basic import AnsibleModule
 from conftest import FIXTURES, FakeResponse, compare_options, load_ansible_module, load_module_utils, module_docs
 
 AM1 = "http://am1:9093"
@@ -124,6 +125,7 @@ class FakeAlertmanager:
         self.posts = []  # every POSTed body
         self.get_filters = []  # every GET /api/v2/alerts query
         self.down = False
+        self.down_after_post = False  # stops answering right after the first POST it stored (a node lost mid-run)
         self.auth = None  # (username, password) required
         self.reject = None  # (code, body) answered to POST /api/v2/alerts
         self.inhibition = True
@@ -217,6 +219,7 @@ class FakeAlertmanager:
             code, body = self.reject
             raise HTTPError(url, code, "Bad Request", {}, io.BytesIO(body))
         self.posts.append(alerts)
+        self.down = self.down_after_post
         now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
         for alert in alerts:
             fp = _fingerprint(alert["labels"])
@@ -267,6 +270,7 @@ class World:
         self.deliver_suppressed = False
         self.no_resolved = set()  # receivers whose resolved notifications never arrive
         self.refuse = {}  # channel -> status code the sink answers (recorded with accepted false)
+        self.twice = set()  # channels that get every firing notification twice (HA dedup broken)
 
     def open_url(self, url, data=None, headers=None, method=None, **kwargs):
         parts = urlsplit(url)
@@ -282,7 +286,8 @@ class World:
         raise URLError(OSError(-2, "Name or service not known"))
 
     def tick(self):
-        primary = next(iter(self.ams.values()))
+        # The first Alertmanager that still runs sends (its peer took over when it went down).
+        primary = next((am for am in self.ams.values() if not am.down), next(iter(self.ams.values())))
         active = primary.active()
         for fp, alert in primary.alerts.items():
             text = f"{alert['annotations'].get('summary')} {alert['annotations'].get('description')}"
@@ -305,6 +310,8 @@ class World:
                     if receiver in self.refuse:
                         record.update(accepted=False, response_status=self.refuse[receiver])
                     self.sink.records.append(record)
+                    if receiver in self.twice:
+                        self.sink.records.append(dict(record))
             elif (primary.url, fp) in self.resolved:
                 for receiver in receivers:
                     key = (fp, receiver)
@@ -518,6 +525,73 @@ def test_default_run_id_is_a_random_uuid_hex(world, run):
 
 
 # -------------------------------------------------------------------- errors
+def test_an_alertmanager_lost_mid_run_is_left_out_and_the_run_goes_on(world, run, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(AnsibleModule, "warn", lambda self, msg: warnings.append(msg))
+    world.ams[AM2].down_after_post = True
+    result = run(max_unavailable=1)
+
+    assert not result.get("failed"), result["msg"]
+    lost = {am["url"]: am["lost"] for am in result["alertmanagers"]}
+    assert lost[AM1] is None
+    assert lost[AM2].startswith(f"unreachable while listing alerts: Alertmanager {AM2} unreachable")
+    assert f"lost during the run (max_unavailable=1): {AM2} unreachable while listing alerts" in result["msg"]
+    assert any(f"Alertmanager {AM2} is lost" in w and f"goes on with {AM1}" in w for w in warnings), warnings
+    assert all(list(case["routed_per_am"]) == [AM1] for case in result["cases"])
+    assert world.active_ids(AM1) == [], "the alerts are resolved on the Alertmanager that is left"
+
+
+def test_more_alertmanagers_lost_than_allowed_fail_as_a_degraded_cluster(world, run):
+    world.ams[AM2].down_after_post = True
+    result = run()
+
+    assert result["failed"] is True
+    assert result["msg"].startswith(
+        f"Alertmanager cluster degraded: 1 of 2 Alertmanager(s) lost during the run (max_unavailable=0): {AM2}"
+        " unreachable while listing alerts"
+    )
+    assert f"The cases ran on the rest ({AM1}). All 2 case(s) passed there." in result["msg"]
+    assert result["failed_cases"] == []
+    assert world.active_ids(AM1) == []
+
+
+def test_when_the_sending_alertmanager_is_lost_its_peer_delivers_once(world, run):
+    world.ams[AM1].down_after_post = True
+    result = run(cases=[CRITICAL_API], delivery="sink", sink_url=SINK, max_unavailable=1)
+
+    assert not result.get("failed"), result["msg"]
+    assert _case(result, 0)["delivered_to"] == ["email", "pagerduty", "slack"]
+    assert list(_case(result, 0)["routed_per_am"]) == [AM2]
+
+
+def test_the_last_alertmanager_is_never_left_out(world, run):
+    world.ams[AM1].down_after_post = True
+    world.ams[AM2].down_after_post = True
+    result = run(max_unavailable=2)
+
+    assert result["failed"] is True
+    assert "unreachable: [Errno 111] Connection refused" in result["error"]
+    assert "Alertmanager cluster degraded" not in result["msg"], "one of two lost is within max_unavailable"
+
+
+def test_an_alertmanager_down_before_the_run_is_left_out_within_max_unavailable(world, run):
+    world.ams[AM2].down = True
+    result = run(max_unavailable=1, delivery="metrics")
+
+    assert not result.get("failed"), result["msg"]
+    assert result["alertmanagers"][1]["lost"].startswith("unreachable while reading its status")
+    assert world.ams[AM2].posts == []
+
+
+def test_a_notification_sent_twice_fails_the_case(world, run):
+    world.twice.add("slack")
+    result = run(cases=[WARNING_API], delivery="sink", sink_url=SINK)
+
+    assert result["failed"] is True
+    assert "was notified more than once (slack 2x firing): more than one Alertmanager sent it" in result["msg"]
+    assert _case(result, 0)["delivered"] is False
+
+
 def test_unreachable_alertmanager(world, run):
     world.ams[AM2].down = True
     result = run()

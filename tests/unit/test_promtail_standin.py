@@ -507,6 +507,7 @@ def test_static_target_relabeling_end_to_end(run, tmp_path, receiver):
 
 
 def test_ready_and_metrics(run, tmp_path, receiver):
+    started = time.time()
     p = run(base_config(tmp_path, receiver, free_port())).start()
     r = requests.get(p.url + "/ready", timeout=5)
     assert r.status_code == 500 and r.text.startswith("Not ready: Unable to find any logs to tail.")
@@ -519,6 +520,8 @@ def test_ready_and_metrics(run, tmp_path, receiver):
     m = requests.get(p.url + "/metrics", timeout=5)
     assert m.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert p.metric("promtail_build_info", version=VERSION) == 1
+    # Go's process collector in real Promtail; the ServiceRestarted alert reads it.
+    assert started - 1 <= p.metric("process_start_time_seconds") <= time.time()
     assert p.metric("promtail_read_lines_total", path=str(log)) == 1
     assert p.metric("promtail_read_bytes_total", path=str(log)) == 6
     assert p.metric("promtail_file_bytes_total", path=str(log)) == 6

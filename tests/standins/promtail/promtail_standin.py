@@ -836,8 +836,11 @@ def new_metrics() -> Metrics:
         ("promtail_config_reload_success_total", "counter", "Config reloads that succeeded."),
         ("promtail_config_reload_fail_total", "counter", "Config reloads that failed."),
         ("logentry_dropped_lines_total", "counter", "Lines dropped by pipeline stages, by reason."),
+        # Promtail's Go process collector; the stack's ServiceRestarted alert reads it.
+        ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds."),
     ):
         m.define(name, kind, help_text)
+    m.set("process_start_time_seconds", round(time.time(), 2))
     m.set("promtail_build_info", 1, version=standin_version(), revision="standin", branch="standin",
           goversion="none (python stand-in)", goos=sys.platform, goarch=os.uname().machine, tags="standin")  # fmt: skip
     m.set("promtail_config_reload_success_total", 0)
