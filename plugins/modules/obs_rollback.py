@@ -11,7 +11,7 @@ description:
   - With O(state=saved), records the files, symlinks and directories of O(paths) (directories with
     everything below them) as the last known good state of service O(name). The readiness gate
     calls it right after the service answered ready, so the snapshot is always one that worked.
-  - With O(state=restored), makes O(paths) what the snapshot recorded again: changed files get their
+  - With O(state=restored), makes O(paths) what the snapshot recorded again. Changed files get their
     saved content, owner and mode back, a retargeted symlink points at its saved target again (the
     previous release of a binary), files created since are removed and removed ones come back.
     The caller restarts the service afterwards.
