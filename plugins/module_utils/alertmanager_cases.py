@@ -304,7 +304,5 @@ def outcome(cases, fleet, run_id, resolve, error=None):
         return True, dict(result, msg=f"{degraded} All {len(cases)} case(s) passed there.\n{table}{cleanup}")
     msg = f"{len(cases)} smoke test case(s) passed through {len(fleet.active)} Alertmanager(s) (run {run_id})"
     if fleet.lost:
-        msg += f"; lost during the run (max_unavailable={fleet.max_unavailable}): " + "; ".join(
-            f"{url} {why}" for url, why in fleet.lost.items()
-        )
+        msg += f"; lost during the run (max_unavailable={fleet.max_unavailable}): {fleet.lost_text()}"
     return False, dict(result, msg=msg)

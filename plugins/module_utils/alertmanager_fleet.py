@@ -94,15 +94,18 @@ class Fleet:
             )
             return LOST
 
+    def lost_text(self):
+        """'<url> <why>; ...' of every lost Alertmanager."""
+        return "; ".join(f"{url} {why}" for url, why in self.lost.items())
+
     def degraded(self):
         """Why the cluster counts as degraded (more Alertmanagers lost than max_unavailable), else None."""
         if len(self.lost) <= self.max_unavailable:
             return None
-        lost = "; ".join(f"{url} {why}" for url, why in self.lost.items())
         rest = ", ".join(client.base_url for client in self.active)
         return (
             f"Alertmanager cluster degraded: {len(self.lost)} of {len(self.clients)} Alertmanager(s) lost during the"
-            f" run (max_unavailable={self.max_unavailable}): {lost}. The cases ran on the rest ({rest})."
+            f" run (max_unavailable={self.max_unavailable}): {self.lost_text()}. The cases ran on the rest ({rest})."
         )
 
     def read_status(self):
