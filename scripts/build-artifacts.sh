@@ -19,8 +19,10 @@ out=${OBS_MIRROR_DIR:-$here/build/mirror}
 # not the real program) in the layout of the official archive, once per content.
 standin() {
   local name=$1 version=$2 dir=$3 stamp
+  # The content: the stand-in's own files and the shared ones beside them
+  # (package-args.sh, inline.sh, dskit_tls.py).
   stamp="$dir/.built-$name-$( (find "$here/tests/standins/$name" -type f -not -path "*/__pycache__/*" | sort | xargs cat
-    cat "$here/tests/standins/package-args.sh") | sha256sum | cut -c1-12)"
+    cat "$here"/tests/standins/*.sh "$here"/tests/standins/*.py) | sha256sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
     mkdir -p "$dir"
     "$here/tests/standins/$name/package.sh" "$version" "$dir" >/dev/null

@@ -15,6 +15,10 @@ import sys
 
 import pytest
 from conftest import REPO_ROOT, assert_refused, render_role, rendered_config
+from pki import new_key, pem, write_pki
+
+sys.path.insert(0, str(REPO_ROOT / "plugins" / "filter"))
+import tls
 
 STANDINS = REPO_ROOT / "tests" / "standins"
 
@@ -198,3 +202,48 @@ def test_promtail_check_syntax_rejects_an_unknown_stage(tmp_path):
 )
 def test_promtail_bad_input_is_refused_in_preflight(tmp_path, extra, message):
     assert_refused(render_role(tmp_path, "promtail", extra), message, tmp_path, "promtail")
+
+
+# --------------------------------------------------------------------------
+# TLS (obs_tls_enabled): dskit's server.http_tls_config, Promtail's client tls_config
+# --------------------------------------------------------------------------
+
+
+def _tls_vars(tmp_path) -> dict:
+    # fixtures/inventory.yml: loki[0] and monitored[0] are mon-1, dialled as 10.0.0.1.
+    return write_pki(tmp_path / "pki", "mon-1", names=("10.0.0.1",))["vars"]
+
+
+def test_loki_serves_https_with_the_hosts_certificate(tmp_path):
+    config = rendered_config(tmp_path, "loki", _tls_vars(tmp_path))
+    files = tls.tls_files("loki")
+    assert config["server"]["http_tls_config"] == {"cert_file": files["cert"], "key_file": files["key"]}
+    assert config["server"]["tls_min_version"] == "VersionTLS12"
+    proc = _check(tmp_path, "loki")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plain = rendered_config(tmp_path / "plain", "loki", {"obs_tls_enabled": False})
+    assert "http_tls_config" not in plain["server"]
+
+
+def test_promtail_serves_https_and_verifies_loki_with_the_ca(tmp_path):
+    config = rendered_config(tmp_path, "promtail", _tls_vars(tmp_path))
+    files = tls.tls_files("promtail")
+    assert [c["url"] for c in config["clients"]] == ["https://10.0.0.1:3100/loki/api/v1/push"]
+    assert [c["tls_config"] for c in config["clients"]] == [{"ca_file": files["ca"], "min_version": "TLS12"}]
+    assert config["server"]["http_tls_config"] == {"cert_file": files["cert"], "key_file": files["key"]}
+    proc = _check(tmp_path, "promtail")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("role", ["loki", "promtail"])
+def test_tls_material_that_cannot_serve_is_refused_in_preflight(tmp_path, role):
+    bad_key = {**_tls_vars(tmp_path), "obs_tls_key": pem(new_key())}
+    assert_refused(
+        render_role(tmp_path, role, bad_key),
+        f"{role} on mon-1 cannot serve TLS with the certificate from the inventory",
+        tmp_path,
+        role,
+    )
+    # A certificate without the address Prometheus and Promtail dial (10.0.0.1).
+    unnamed = write_pki(tmp_path / "unnamed", "mon-1")["vars"]
+    assert_refused(render_role(tmp_path, role, unnamed), "10.0.0.1", tmp_path, role)

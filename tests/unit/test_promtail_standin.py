@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ import pytest
 import requests
 from conftest import dpkg_arch as arch
 from conftest import free_port, load_module_from_path
+from pki import write_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO_ROOT / "tests" / "standins" / "promtail"
@@ -84,7 +86,8 @@ def mod():
 class Receiver:
     """A Loki push endpoint on 127.0.0.1: records every request, answers scripted statuses first, then 204."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: serve HTTPS with that server context (a Loki behind TLS)."""
         self.requests: list[dict] = []
         self.script: list[int] = []
         self.lock = threading.Lock()
@@ -107,7 +110,10 @@ class Receiver:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/loki/api/v1/push"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/loki/api/v1/push"
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -176,7 +182,10 @@ class Promtail:
     def __init__(self, exe: Path, tmp: Path, cfg: dict, env: dict | None = None) -> None:
         self.exe, self.tmp, self.cfg, self.env = exe, tmp, cfg, env
         self.port = cfg["server"]["http_listen_port"]
-        self.url = f"http://127.0.0.1:{self.port}"
+        tls = cfg["server"].get("http_tls_config")
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        # An HTTPS server is checked against the CA the test put beside its certificate.
+        self.verify = str(Path(tls["cert_file"]).with_name("ca.crt")) if tls else True
         self.config = tmp / "config.yaml"
         self.log = tmp / "promtail.log"
         self.proc: subprocess.Popen | None = None
@@ -193,7 +202,7 @@ class Promtail:
         def up() -> bool:
             assert self.proc.poll() is None, f"stand-in exited: {self.log.read_text()}"
             try:
-                return requests.get(self.url + "/metrics", timeout=1).status_code == 200
+                return requests.get(self.url + "/metrics", timeout=1, verify=self.verify).status_code == 200
             except requests.RequestException:
                 return False
 
@@ -209,7 +218,7 @@ class Promtail:
         return rc
 
     def metric(self, name: str, **labels: str) -> float | None:
-        text = requests.get(self.url + "/metrics", timeout=5).text
+        text = requests.get(self.url + "/metrics", timeout=5, verify=self.verify).text
         for line in text.splitlines():
             m = re.fullmatch(r"([a-zA-Z_:][\w:]*)(\{.*\})? (\S+)", line)
             if not m or m.group(1) != name:
@@ -359,6 +368,70 @@ def test_startup_errors_and_flags(package, tmp_path, receiver):
     assert subprocess.run(cmd, capture_output=True, env=env, check=False).returncode == 1  # ${LOKI_URL} is no URL
     out = subprocess.run([*cmd, "--config.expand-env=true"], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out
+
+
+# --------------------------------------------------------------------------- TLS (client tls_config, server)
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """A Loki push endpoint behind HTTPS, with a certificate of the test CA for 127.0.0.1."""
+    pki = write_pki(tmp_path / "loki-pki")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki["cert"], pki["key"])
+    r = Receiver(context)
+    r.pki = pki
+    yield r
+    r.httpd.shutdown()
+
+
+def test_pushes_over_https_verifying_the_ca_and_serves_https(run, tmp_path, tls_receiver):
+    own = write_pki(tmp_path / "promtail-pki")
+    cfg = base_config(tmp_path, tls_receiver, free_port())
+    cfg["clients"][0]["tls_config"] = {"ca_file": tls_receiver.pki["ca"], "min_version": "TLS12"}
+    cfg["server"] |= {"http_tls_config": {"cert_file": own["cert"], "key_file": own["key"]},
+                      "tls_min_version": "VersionTLS12"}  # fmt: skip
+    p = run(cfg).start()
+    line = json.dumps({"level": 30, "time": int(time.time() * 1000), "msg": "over https"})
+    append(tmp_path / "logs" / "app.log", line)
+    assert tls_receiver.wait_lines(1) == [line]
+    assert requests.get(p.url + "/ready", timeout=5, verify=own["ca"]).status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(p.url + "/ready", timeout=5)  # not without the CA
+    assert p.stop() == 0
+    assert "tls=enabled" in p.log.read_text()
+
+
+def test_a_loki_the_ca_did_not_sign_gets_nothing(run, tmp_path, tls_receiver):
+    stranger = write_pki(tmp_path / "other-pki")  # another CA: the push must fail verification
+    cfg = base_config(tmp_path, tls_receiver, free_port())
+    cfg["clients"][0]["tls_config"] = {"ca_file": stranger["ca"]}
+    p = run(cfg).start()
+    append(tmp_path / "logs" / "app.log", json.dumps({"level": 30, "time": int(time.time() * 1000), "msg": "lost"}))
+    wait_for(lambda: (p.metric("promtail_dropped_entries_total", reason="ingester_error") or 0) >= 1, 15, "a drop")
+    assert tls_receiver.requests == []
+    assert p.stop() == 0
+    assert "CERTIFICATE_VERIFY_FAILED" in p.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"ca_file": "/nonexistent/ca.crt"}, "unable to load specified CA cert /nonexistent/ca.crt"),
+        ({"min_version": "VersionTLS12"}, "unknown TLS version: VersionTLS12"),
+        ({"cert_file": "/etc/hostname"}, "cert_file and key_file must both be set"),
+        ({"server_name": "loki"}, "tls_config.server_name is not implemented by the stand-in"),
+    ],
+    ids=["missing-ca", "server-style-version", "cert-without-key", "server-name"],
+)
+def test_client_tls_settings_that_cannot_work_fail_the_start(package, tmp_path, receiver, tls, message):
+    cfg = base_config(tmp_path, receiver, free_port())
+    cfg["clients"][0]["tls_config"] = tls
+    path = tmp_path / "tls.yaml"
+    path.write_text(json.dumps(cfg))
+    out = subprocess.run([str(package["exe"]), f"-config.file={path}"], capture_output=True, text=True, check=False)
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+    assert "failed to create client manager" in out.stderr
 
 
 # --------------------------------------------------------------------------- file targets and the client

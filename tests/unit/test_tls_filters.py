@@ -8,15 +8,13 @@ signature verification, not by string matching.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from pki import cert
+from pki import pem as _pem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
 
@@ -25,35 +23,9 @@ import tls
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 
 
-def _pem(obj) -> str:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM).decode()
-    return obj.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca=False, names=(), start=None, days=365):
-    start = start or NOW - datetime.timedelta(days=1)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if names:
-        sans = []
-        for name in names:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                sans.append(x509.DNSName(name))
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+def _cert(*args, start=None, **kwargs):
+    """pki.cert, valid from the day before NOW (the checks below run at NOW)."""
+    return cert(*args, start=start or NOW - datetime.timedelta(days=1), **kwargs)
 
 
 @pytest.fixture(scope="module")

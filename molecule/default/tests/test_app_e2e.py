@@ -115,7 +115,7 @@ def _jaeger(expected):
 
 
 def _trace(jaeger_host, query_url, trace_id) -> list[dict]:
-    out = jaeger_host.run(f"curl -sS --max-time 5 '{query_url}/api/traces/{trace_id}'")
+    out = jaeger_host.run(f"curl -sS --max-time 5 {sandbox.curl_args(f'{query_url}/api/traces/{trace_id}')}")
     if out.rc != 0:
         return []
     data = json.loads(out.stdout).get("data") or []
@@ -152,7 +152,9 @@ def test_a_request_is_traced_and_logged_end_to_end(app, load, expected):
         params = urllib.parse.urlencode(
             {"query": f'{{job="{job}"}} |= "{trace_id}"', "limit": 10, "start": int((time.time() - 900) * 1e9)}
         )
-        out = loki.check_output(f"curl -sS --max-time 10 -f '{loki_url}/loki/api/v1/query_range?{params}'")
+        out = loki.check_output(
+            f"curl -sS --max-time 10 -f {sandbox.curl_args(f'{loki_url}/loki/api/v1/query_range?{params}')}"
+        )
         lines = [json.loads(v[1]) for s in json.loads(out)["data"]["result"] for v in s["values"]]
         assert lines, f"no log line with trace id {trace_id} yet"
         return lines
@@ -165,7 +167,7 @@ def test_a_request_is_traced_and_logged_end_to_end(app, load, expected):
 
 
 def _trace_processes(jaeger_host, query_url, trace_id):
-    out = jaeger_host.check_output(f"curl -sS --max-time 5 '{query_url}/api/traces/{trace_id}'")
+    out = jaeger_host.check_output(f"curl -sS --max-time 5 {sandbox.curl_args(f'{query_url}/api/traces/{trace_id}')}")
     return list(json.loads(out)["data"][0]["processes"].values())
 
 

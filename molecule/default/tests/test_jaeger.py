@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 from otlp import published, send_span
-from sandbox import curl_json, curl_text, eventually
+from sandbox import curl_args, curl_json, curl_text, eventually
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def jaeger(host, want):
 
 def _trace(host, jaeger, trace_id):
     """The trace as the query API returns it (/api/traces/<id>), or None when it does not know it."""
-    out = host.run(f"curl -sS --max-time 5 '{jaeger['query_url']}/api/traces/{trace_id}'")
+    out = host.run(f"curl -sS --max-time 5 {curl_args(jaeger['query_url'] + '/api/traces/' + trace_id)}")
     assert out.rc == 0, out.stderr
     data = json.loads(out.stdout)
     return (data.get("data") or [None])[0]
@@ -115,7 +115,7 @@ def _assert_stored(host, jaeger, trace_id):
 
 
 def _assert_healthy(host, jaeger):
-    out = host.run(f"curl -sS --max-time 2 '{jaeger['ready_url']}'")
+    out = host.run(f"curl -sS --max-time 2 {curl_args(jaeger['ready_url'])}")
     assert out.rc == 0 and json.loads(out.stdout).get("healthy") is True, out.stdout + out.stderr
 
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 import testinfra
-from sandbox import curl_json, eventually
+from sandbox import curl_args, curl_json, eventually
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def _loki_expect(expected, want):
 
 def _query(loki, url, query, since_s=600, limit=100):
     params = urllib.parse.urlencode({"query": query, "limit": limit, "start": int((time.time() - since_s) * 1e9)})
-    out = loki.run(f"curl -sS --max-time 10 -f '{url}/loki/api/v1/query_range?{params}'")
+    out = loki.run(f"curl -sS --max-time 10 -f {curl_args(f'{url}/loki/api/v1/query_range?{params}')}")
     assert out.rc == 0, out.stderr
     return json.loads(out.stdout)["data"]["result"]
 
@@ -58,7 +58,7 @@ def test_loki_running_hardened_and_ready(host, want):
         pytest.skip("this host is not in the loki group")
     loki = want["loki_expect"]
     assert host.service("loki").is_running and host.service("loki").is_enabled
-    assert host.check_output(f"curl -sS --max-time 5 -f {loki['ready_url']}").strip() == "ready"
+    assert host.check_output(f"curl -sS --max-time 5 -f {curl_args(loki['ready_url'])}").strip() == "ready"
     out = host.check_output("systemctl show loki -p User -p ProtectSystem -p ReadWritePaths -p NoNewPrivileges")
     props = dict(line.split("=", 1) for line in out.splitlines())
     assert (props["User"], props["ProtectSystem"], props["NoNewPrivileges"]) == (loki["user"], "strict", "yes")
@@ -73,7 +73,7 @@ def test_loki_running_hardened_and_ready(host, want):
 
 def test_promtail_runs_unprivileged_with_journal_access(host, promtail):
     assert host.service("promtail").is_running and host.service("promtail").is_enabled
-    assert host.check_output(f"curl -sS --max-time 5 -f {promtail['ready_url']}").strip().lower() == "ready"
+    assert host.check_output(f"curl -sS --max-time 5 -f {curl_args(promtail['ready_url'])}").strip().lower() == "ready"
     user = host.user(promtail["user"])
     assert user.uid != 0 and user.shell == "/usr/sbin/nologin"
     assert set(promtail["groups"]) <= set(user.groups)
@@ -118,7 +118,9 @@ def test_json_log_line_is_found_with_exactly_the_expected_labels(host, promtail,
     [(_, returned_line, *_)] = stream["values"]
     assert returned_line == line
     # The "Logs & traces" dashboard's lines-by-level counter (Promtail's metrics stage) counted it.
-    metrics = host.check_output(f"curl -sS --max-time 5 -f {promtail['ready_url'].rsplit('/', 1)[0]}/metrics")
+    metrics = host.check_output(
+        f"curl -sS --max-time 5 -f {curl_args(promtail['ready_url'].rsplit('/', 1)[0] + '/metrics')}"
+    )
     counted = [
         ln for ln in metrics.splitlines() if ln.startswith("promtail_custom_log_lines_total{") and 'level="error"' in ln
     ]
@@ -127,7 +129,7 @@ def test_json_log_line_is_found_with_exactly_the_expected_labels(host, promtail,
 
 def curl_series(loki, url, match):
     params = urllib.parse.urlencode({"match[]": match, "start": int((time.time() - 3600) * 1e9)})
-    out = loki.run(f"curl -sS --max-time 10 -f '{url}/loki/api/v1/series?{params}'")
+    out = loki.run(f"curl -sS --max-time 10 -f {curl_args(f'{url}/loki/api/v1/series?{params}')}")
     assert out.rc == 0, out.stderr
     return json.loads(out.stdout)["data"]
 

@@ -1,5 +1,6 @@
-"""TLS on the exporter-toolkit servers (Prometheus, Alertmanager, node_exporter) and
-every client of them, in the mode the inventory says (obs_tls_enabled).
+"""TLS on the exporter-toolkit servers (Prometheus, Alertmanager, node_exporter), the
+dskit servers (Loki, Promtail; stand-ins here) and every client of them, in the
+mode the inventory says (obs_tls_enabled).
 
 With TLS on, each server answers HTTPS with a certificate the environment's
 CA verifies, refuses plain HTTP and unverified clients, keeps its key 0640
@@ -8,12 +9,36 @@ https. With TLS off the same checks expect plain HTTP. Expected values come
 from expected.yml (the inventory and the role variables).
 """
 
+import json
+
 import pytest
-from sandbox import curl_code, curl_json
+import yaml
+from sandbox import curl_code, curl_json, curl_text
 
 # The readiness path of each server (basic auth where the role sets it).
-SERVERS = {"prometheus": "/-/ready", "alertmanager": "/-/ready", "node_exporter": "/metrics"}
-GROUP = {"prometheus": "prometheus", "alertmanager": "alertmanager", "node_exporter": "monitored"}
+SERVERS = {"prometheus": "/-/ready", "alertmanager": "/-/ready", "node_exporter": "/metrics", "loki": "/ready",
+           "promtail": "/ready"}  # fmt: skip
+GROUP = {"prometheus": "prometheus", "alertmanager": "alertmanager", "node_exporter": "monitored", "loki": "loki",
+         "promtail": "monitored"}  # fmt: skip
+# Where each server is told its certificate: the exporter-toolkit web config, or
+# dskit's server.http_tls_config in the (JSON) config.yaml.
+TLS_CONFIG = {
+    "prometheus": ("/etc/prometheus/web.yml", lambda doc: doc.get("tls_server_config")),
+    "alertmanager": ("/etc/alertmanager/web.yml", lambda doc: doc.get("tls_server_config")),
+    "node_exporter": ("/etc/node_exporter/web.yml", lambda doc: doc.get("tls_server_config")),
+    "loki": ("/etc/loki/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
+    "promtail": ("/etc/promtail/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
+}
+
+
+def _served_tls(host, service):
+    """The TLS settings the service's live config gives it (None: plain HTTP)."""
+    path, pick = TLS_CONFIG[service]
+    f = host.file(path)
+    if not f.exists:
+        return None
+    text = host.check_output(f"cat {path}")  # 0640 root:<service>: testinfra runs as root
+    return pick((json.loads if path.endswith("config.yaml") else yaml.safe_load)(text) or {})
 
 
 def _auth(want, secrets, service):
@@ -34,7 +59,7 @@ def test_server_speaks_the_scheme_the_inventory_says(host, want, secrets, servic
     assert curl_code(host, url, *_auth(want, secrets, service)) == "200"
     if want["tls"]["enabled"]:
         plain = "http://" + url.split("://", 1)[1]
-        # exporter-toolkit answers a plain request on its TLS port with 400, never the page.
+        # Go's TLS servers answer a plain request on their TLS port with 400, never the page.
         assert curl_code(host, plain, *_auth(want, secrets, service)) != "200"
         # With the public trust store instead of the environment's CA, curl must refuse the
         # certificate (exit 60: cannot verify it).
@@ -47,8 +72,7 @@ def test_key_and_certificate_are_root_and_service_only(host, want, service):
     _deployed(want, service)
     files = want["tls"]["files"][service]
     if not want["tls"]["enabled"]:
-        web = host.file(f"/etc/{service}/web.yml")
-        assert not web.exists or "tls_server_config" not in web.content_string
+        assert _served_tls(host, service) is None
         return
     user = want["users"][service]
     for path in (files["cert"], files["key"]):
@@ -56,8 +80,8 @@ def test_key_and_certificate_are_root_and_service_only(host, want, service):
         assert (f.user, f.group, f.mode) == ("root", user, 0o640), path
     ca = host.file(files["ca"])
     assert (ca.user, ca.mode) == ("root", 0o644)
-    web = host.file(f"/etc/{service}/web.yml").content_string
-    assert f"cert_file: {files['cert']}" in web and f"key_file: {files['key']}" in web
+    served = _served_tls(host, service)
+    assert (served["cert_file"], served["key_file"]) == (files["cert"], files["key"])
     # The certificate on the host is one the CA on the host verifies, for this host's name.
     name = host.backend.get_hostname()
     out = host.run(f"openssl verify -CAfile {files['ca']} -verify_hostname {name} {files['cert']}")
@@ -74,9 +98,11 @@ def test_prometheus_scrapes_and_alerts_over_the_inventory_scheme(host, want, sec
     auth = _auth(want, secrets, "prometheus")
     targets = curl_json(host, want["urls"]["prometheus"] + "/api/v1/targets?state=active", *auth)
     active = [
-        t for t in targets["data"]["activeTargets"] if t["labels"]["job"] in ("prometheus", "alertmanager", "node")
+        t
+        for t in targets["data"]["activeTargets"]
+        if t["labels"]["job"] in ("prometheus", "alertmanager", "node", "loki", "promtail")
     ]
-    assert active, "no prometheus, alertmanager or node targets"
+    assert {t["labels"]["job"] for t in active} >= {"prometheus", "alertmanager", "node", "loki", "promtail"}
     wrong = [(t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in active
              if not t["scrapeUrl"].startswith(scheme + "://") or t["health"] != "up"]  # fmt: skip
     assert not wrong, wrong
@@ -84,12 +110,27 @@ def test_prometheus_scrapes_and_alerts_over_the_inventory_scheme(host, want, sec
     assert ams and all(a["url"].startswith(scheme + "://") for a in ams), ams
 
 
-def test_grafana_verifies_prometheus_with_the_ca(host, want, secrets):
+def test_promtail_pushes_to_loki_over_the_inventory_scheme(host, want):
+    """Promtail's clients carry the scheme and the CA, and Promtail's own counters show it delivered."""
+    _deployed(want, "promtail")
+    scheme = "https" if want["tls"]["enabled"] else "http"
+    config = json.loads(host.check_output("cat /etc/promtail/config.yaml"))
+    for client in config["clients"]:
+        assert client["url"].startswith(scheme + "://"), client["url"]
+        ca = (client.get("tls_config") or {}).get("ca_file")
+        assert ca == (want["tls"]["files"]["promtail"]["ca"] if want["tls"]["enabled"] else None)
+    metrics = curl_text(host, want["urls"]["promtail"] + "/metrics")
+    sent = [line for line in metrics.splitlines() if line.startswith("promtail_sent_entries_total{")]
+    assert sent and all(float(line.rsplit(" ", 1)[1]) > 0 for line in sent), sent
+
+
+@pytest.mark.parametrize("uid", ["prometheus", "loki"])
+def test_grafana_verifies_its_datasources_with_the_ca(host, want, secrets, uid):
     if not want["grafana"]:
         pytest.skip("Grafana is not in this host's groups")
     api, user = want["grafana_api"]["url"], want["grafana_api"]["admin_user"]
-    ds = curl_json(host, f"{api}/api/datasources/uid/prometheus", user, secrets["vault_grafana_admin_password"])
-    assert ds["url"] == want["grafana_api"]["prometheus_url"]
+    ds = curl_json(host, f"{api}/api/datasources/uid/{uid}", user, secrets["vault_grafana_admin_password"])
+    assert ds["url"] == want["grafana_api"][f"{uid}_url"]
     assert ds["url"].startswith("https://" if want["tls"]["enabled"] else "http://")
     assert bool(ds["jsonData"].get("tlsAuthWithCACert")) == want["tls"]["enabled"]
     assert bool(ds["secureJsonFields"].get("tlsCACert")) == want["tls"]["enabled"]

@@ -39,7 +39,9 @@ Keys (``{...}`` free-form: accepted, stored, never used for network I/O):
 multi-tenancy is not implemented), ``target``; ``server``
 {http_listen_address, http_listen_port (3100), grpc_listen_address,
 grpc_listen_port (9095: a TCP socket is bound, no gRPC is served),
-log_level, http_server_read_timeout, http_server_write_timeout};
+log_level, http_server_read_timeout, http_server_write_timeout,
+http_tls_config {cert_file, key_file, client_auth_type, client_ca_file},
+tls_min_version, tls_cipher_suites (refused: see tests/standins/dskit_tls.py)};
 ``common`` {path_prefix, replication_factor (Loki's default 3; only 1 is
 accepted), ring {kvstore {store: inmemory|memberlist}, instance_addr},
 storage {filesystem {chunks_directory, rules_directory}, s3, gcs, azure}};
@@ -194,6 +196,12 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
+
+# >>> dskit_tls
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dskit_tls import TLSConfigError, serve_tls, server_context
+
+# <<< dskit_tls
 
 STANDIN_TAG = "tests/standins/loki; not Loki"
 DEFAULT_VERSION = "3.6.0"
@@ -360,6 +368,12 @@ server.grpc_listen_port int 9095
 server.log_level str info
 server.http_server_read_timeout gdur 30s
 server.http_server_write_timeout gdur 30s
+server.http_tls_config.cert_file str ""
+server.http_tls_config.key_file str ""
+server.http_tls_config.client_auth_type str ""
+server.http_tls_config.client_ca_file str ""
+server.tls_min_version str ""
+server.tls_cipher_suites str ""
 common.path_prefix str ""
 common.replication_factor int 3
 common.ring.kvstore.store str inmemory
@@ -417,7 +431,8 @@ pattern_ingester.enabled bool false
 """
 SECTIONS = dict(
     pair.split("=")
-    for pair in """=loki.ConfigWrapper server=server.Config common=common.Config common.ring=lokiring.RingConfig
+    for pair in """=loki.ConfigWrapper server=server.Config server.http_tls_config=server.TLSConfig
+    common=common.Config common.ring=lokiring.RingConfig
     common.ring.kvstore=kv.Config common.storage=common.Storage common.storage.filesystem=common.FilesystemConfig
     schema_config=config.SchemaConfig schema_config.configs[]=config.plain
     schema_config.configs[].index=config.IndexPeriodicTableConfig storage_config=storage.Config
@@ -2132,18 +2147,31 @@ def serve(cfg: dict, log: Log) -> int:
     app = App(cfg, log)
     server = cfg["server"]
     try:
+        tls = server_context(server)
+    except TLSConfigError as exc:
+        log.log("error", "error initialising module: server", err=str(exc))
+        return 1
+    try:
         httpd = _listen(server["http_listen_address"], server["http_listen_port"], _http_server)
         grpc = _listen(server["grpc_listen_address"], server["grpc_listen_port"], _grpc_socket)
     except OSError as exc:
         log.log("error", "error initialising module: server", err=f"listen tcp: {exc.strerror or exc}")
         return 1
+    if tls is not None:
+        serve_tls(httpd, tls, lambda text: log.log("warn", text))
     httpd.daemon_threads = True
     httpd.app = app  # type: ignore[attr-defined]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
-    log.log("info", "server listening on addresses", http=_addr(httpd.server_address), grpc=_addr(grpc.getsockname()))
+    log.log(
+        "info",
+        "server listening on addresses",
+        http=_addr(httpd.server_address),
+        grpc=_addr(grpc.getsockname()),
+        tls="enabled" if tls is not None else "disabled",
+    )
     try:
         app.open(Path(db_dir) / DB_NAME)
     except (OSError, sqlite3.Error) as exc:

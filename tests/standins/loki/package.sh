@@ -24,9 +24,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 name="loki-linux-$arch"
 
-# Bake the version into the single executable (the release has no VERSION file).
+# One executable with the shared TLS code inlined and the version baked in
+# (the release has no VERSION file).
+"$here/../inline.sh" "$here/loki_standin.py" >"$work/$name.py"
 sed "s/^STANDIN_BAKED_VERSION = \"\".*/STANDIN_BAKED_VERSION = \"$version\"  # baked in by package.sh/" \
-    "$here/loki_standin.py" >"$work/$name"
+    "$work/$name.py" >"$work/$name"
 if ! grep -q "^STANDIN_BAKED_VERSION = \"$version\"" "$work/$name"; then
     echo "package.sh: could not bake the version into $name" >&2
     exit 1

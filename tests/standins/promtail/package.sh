@@ -22,7 +22,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../package-args.sh"
 standin_args 3.6.0 arm "$@"
 
-python3 - "$here/promtail_standin.py" "$version" "$arch" "$outdir" <<'PYEOF'
+# The shared TLS code is inlined: the release is one executable file.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$here/../inline.sh" "$here/promtail_standin.py" >"$work/promtail_standin.py"
+python3 - "$work/promtail_standin.py" "$version" "$arch" "$outdir" <<'PYEOF'
 import hashlib
 import sys
 import zipfile

@@ -54,14 +54,18 @@ such. Durations are Go durations (``500ms``, ``1m30s``; no ``d``). Keys:
   default), grpc_listen_address/grpc_listen_port (accepted; the stand-in
   serves no gRPC), log_level (info), log_format (logfmt), disable (false),
   register_instrumentation (true: /metrics), health_check_target (true),
-  graceful_shutdown_timeout and http_server_*_timeout (accepted).
+  graceful_shutdown_timeout and http_server_*_timeout (accepted),
+  http_tls_config {cert_file, key_file, client_auth_type, client_ca_file} and
+  tls_min_version (HTTPS, as dskit serves it: tests/standins/dskit_tls.py).
 * ``positions``: filename (/var/log/positions.yaml), sync_period (10s),
   ignore_invalid_yaml (false). The directory must exist (Promtail does not
   create it either; writes fail and are logged).
 * ``clients`` (at least one): url (required, http/https), tenant_id (header
   X-Scope-OrgID), batchwait (1s), batchsize (1048576 bytes of log lines),
   timeout (10s), external_labels (added to every stream; entry labels win),
-  headers, name, drop_rate_limited_batches, backoff_config {min_period 500ms,
+  headers, name, drop_rate_limited_batches, tls_config {ca_file, cert_file,
+  key_file, insecure_skip_verify, min_version} (Prometheus' client TLS; no
+  server_name), backoff_config {min_period 500ms,
   max_period 5m, max_retries 10} (dskit backoff: max_retries sends, jittered
   exponential waits between them; 0 = retry forever).
 * ``scrape_configs`` [{job_name (required, unique), static_configs [{targets,
@@ -209,6 +213,12 @@ from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from json.decoder import scanstring
 from pathlib import Path
+
+# >>> dskit_tls
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dskit_tls import TLSConfigError, client_context, serve_tls, server_context
+
+# <<< dskit_tls
 
 STANDIN_TAG = "tests/standins/promtail; not Promtail"
 DEFAULT_VERSION = "3.6.0"
@@ -498,14 +508,18 @@ BACKOFF = obj("backoff.Config", {"min_period": D, "max_period": D, "max_retries"
 CLIENT = obj(
     "client.Config",
     {"name": S, "url": S, "batchwait": D, "batchsize": INT, "timeout": D, "tenant_id": S, "external_labels": LS,
-     "backoff_config": BACKOFF, "headers": SM, "drop_rate_limited_batches": B},
+     "backoff_config": BACKOFF, "headers": SM, "drop_rate_limited_batches": B,
+     "tls_config": obj("config.TLSConfig", {"ca_file": S, "cert_file": S, "key_file": S, "server_name": S,
+                                            "insecure_skip_verify": B, "min_version": S})},
 )  # fmt: skip
 SERVER = obj(
     "server.Config",
     {"http_listen_address": S, "http_listen_port": INT, "grpc_listen_address": S, "grpc_listen_port": INT,
      "log_level": S, "log_format": S, "disable": B, "register_instrumentation": B, "health_check_target": B,
      "graceful_shutdown_timeout": D, "http_server_read_timeout": D, "http_server_write_timeout": D,
-     "http_server_idle_timeout": D},
+     "http_server_idle_timeout": D, "tls_min_version": S, "tls_cipher_suites": S,
+     "http_tls_config": obj("server.TLSConfig",
+                            {"cert_file": S, "key_file": S, "client_auth_type": S, "client_ca_file": S})},
 )  # fmt: skip
 RELABEL = obj(
     "relabel.Config",
@@ -530,9 +544,9 @@ CONFIG = obj(
 NOT_IMPLEMENTED = {
     "config.Config": {"global", "client", "options", "tracing", "wal"},
     "server.Config": {"http_path_prefix", "external_url", "profiling_enabled", "enable_runtime_reload",
-                      "http_tls_config", "grpc_tls_config", "grpc_server_max_recv_msg_size",
+                      "grpc_tls_config", "grpc_server_max_recv_msg_size",
                       "grpc_server_max_send_msg_size", "log_request_headers", "log_source_ips_enabled"},
-    "client.Config": {"basic_auth", "authorization", "oauth2", "bearer_token", "bearer_token_file", "tls_config",
+    "client.Config": {"basic_auth", "authorization", "oauth2", "bearer_token", "bearer_token_file",
                       "proxy_url", "no_proxy", "proxy_from_environment", "proxy_connect_header",
                       "follow_redirects", "enable_http2"},
     "scrapeconfig.Config": {"syslog", "gcplog", "loki_push_api", "windows_events", "kafka", "azure_event_hubs",
@@ -1601,7 +1615,11 @@ class Client:
         self.min_b, self.max_b = bo.get("min_period", 0.5), bo.get("max_period", 300.0)
         self.retries, self.drop_429 = bo.get("max_retries", 10), cfg.get("drop_rate_limited_batches", False)
         self.queue: queue.Queue = queue.Queue()
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # tls_config as Prometheus' HTTP client reads it; checked at startup (App.check).
+        tls = client_context(cfg.get("tls_config") or {}, "failed to create client manager")
+        self.opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls)
+        )
         for name in ("promtail_encoded_bytes_total", "promtail_sent_bytes_total", "promtail_sent_entries_total"):
             metrics.add(name, 0, host=self.host)
         self.thread = threading.Thread(target=self.run, name=f"client-{self.host}", daemon=True)
@@ -2076,6 +2094,7 @@ class App:
         self.targets: list = []
         self.clients: list = []
         self.httpd = None
+        self.tls = None
 
     def check(self) -> None:
         """What Promtail checks when it creates its clients, pipelines and targets (plus the stand-in's limits)."""
@@ -2105,6 +2124,14 @@ class App:
                     f"found duplicate for name: {c.get('name', '')}"
                 )
             seen.add(name)
+            try:  # the settings here; the files when the clients are built
+                client_context(c.get("tls_config") or {}, "failed to create client manager", files=False)
+            except TLSConfigError as exc:
+                raise StartupError(str(exc)) from None
+        try:
+            server_context(cfg.get("server") or {}, files=False)
+        except TLSConfigError as exc:
+            raise StartupError(f"error creating loki server: {exc}") from None
         ctx = {"metrics": self.metrics}
         for sc in cfg.get("scrape_configs") or []:
             job = sc["job_name"]
@@ -2133,7 +2160,14 @@ class App:
         if "positions.file" in self.flags:
             pcfg["filename"] = self.flags["positions.file"]
         self.positions = Positions(pcfg, read_only)
-        self.clients = [Printer()] if self.dry_run else [Client(c, self.metrics) for c in self.cfg["clients"]]
+        try:
+            self.tls = server_context(self.cfg.get("server") or {})
+        except TLSConfigError as exc:
+            raise StartupError(f"error creating loki server: {exc}") from None
+        try:  # the client's messages already say "failed to create client manager"
+            self.clients = [Printer()] if self.dry_run else [Client(c, self.metrics) for c in self.cfg["clients"]]
+        except TLSConfigError as exc:
+            raise StartupError(str(exc)) from None
         hostname = os.environ.get("HOSTNAME") or socket.gethostname()
         for sc in self.cfg.get("scrape_configs") or []:
             job, rules = sc["job_name"], sc["relabel"]
@@ -2173,6 +2207,8 @@ class App:
                 where = f"{self.listen[0]}:{self.listen[1]}"
                 raise StartupError(f"error creating loki server: listen tcp {where}: bind: {exc.strerror}") from None
             self.httpd.daemon_threads = True
+            if self.tls is not None:
+                serve_tls(self.httpd, self.tls, lambda text: log("warn", text))
 
     def deliver(self, e: Entry) -> None:
         for c in self.clients:
@@ -2211,6 +2247,7 @@ class App:
                 "info",
                 "server listening on addresses",
                 http=f"{self.listen[0] or '[::]'}:{self.httpd.server_address[1]}",
+                tls="enabled" if self.tls is not None else "disabled",
             )
         log("info", "Starting Promtail", version=f"(version={standin_version()}, branch=standin, revision=standin)",
             note=STANDIN_TAG)  # fmt: skip
