@@ -19,7 +19,7 @@ names = {
 }
 inv = json.load(sys.stdin)
 # Served over HTTPS while the inventory turns obs_tls_enabled on (verify with the sandbox CA).
-tls_ports = {"9090", "9093", "9100", "3100"}
+tls_ports = {"9090", "9093", "9100", "3100", "16686", "4317", "4318"}
 # Port 3000 is Grafana on the monitoring hosts and the MDL API on its own hosts.
 apps = set(inv.get("mdl_api", {}).get("hosts", []))
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml;")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
+import grpc
+import requests
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.resources import Resource
@@ -35,12 +38,30 @@ class _Checked(SimpleSpanProcessor):
         self.results.append(self._exp.export((span,)))
 
 
-def send_span(protocol: str, endpoint: str, service: str, name: str = "obs-probe", attributes=None) -> str:
-    """Export one span over OTLP ``protocol`` ('grpc': endpoint host:port; 'http': base URL); its trace id (hex)."""
+def send_span(
+    protocol: str, endpoint: str, service: str, name: str = "obs-probe", attributes=None, *, ca: str | None = None
+) -> str:
+    """Export one span over OTLP ``protocol`` ('grpc': endpoint host:port; 'http': base URL); its trace id (hex).
+
+    ``ca``: a CA file; the receiver is then reached over TLS and verified against
+    that CA only (an https base URL for 'http'). Without it gRPC is plaintext.
+    """
     if protocol == "grpc":
-        exporter = GrpcExporter(endpoint=endpoint, insecure=True, timeout=10)
+        if ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+            exporter = GrpcExporter(endpoint=endpoint, insecure=False, credentials=credentials, timeout=10)
+        else:
+            exporter = GrpcExporter(endpoint=endpoint, insecure=True, timeout=10)
     elif protocol == "http":
-        exporter = HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=10)
+        # requests lets REQUESTS_CA_BUNDLE replace the session's CA file unless
+        # the session ignores the environment.
+        session = None
+        if ca:
+            session = requests.Session()
+            session.trust_env = False
+        exporter = HttpExporter(
+            endpoint=endpoint.rstrip("/") + "/v1/traces", certificate_file=ca, session=session, timeout=10
+        )
     else:
         raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
     provider = TracerProvider(resource=Resource.create({"service.name": service}))

@@ -3,9 +3,10 @@
 The app runs as a subprocess of its own venv (build/mdl-api/venv, the pinned
 roles/mdl_api/files/requirements.txt; scripts/build-wheelhouse.sh makes it),
 on loopback, exporting spans to an in-test OTLP receiver (mdl_api_fixtures.py).
-Four instances: the main one (faults on, tracing and metrics on), one with
-metrics, tracing and faults off and Redis unreachable, and two that start
-together on an empty database (one of them then ended by the ``stop`` fault).
+Six instances: the main one (faults on, tracing and metrics on), one with
+metrics, tracing and faults off and Redis unreachable, two that start
+together on an empty database (one of them then ended by the ``stop`` fault),
+and two exporting to an HTTPS receiver (one trusting its CA, one another CA).
 Tests sharing the main instance clear their faults when done and compare
 counters before and after, never absolute values that other tests move.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import sys
 import time
 import uuid
@@ -21,8 +23,9 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from conftest import REPO_ROOT, STRICT
+from conftest import REPO_ROOT, STRICT, assert_refused, render_role, rendered_config
 from mdl_api_fixtures import (
+    DB_PASSWORD,
     FAULT_TOKEN,
     USER_PASSWORD,
     AppProcess,
@@ -36,9 +39,12 @@ from mdl_api_fixtures import (
     run_app,
     value,
 )
+from pki import write_pki
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "lib"))
+sys.path.insert(0, str(REPO_ROOT / "plugins" / "filter"))
 import mdl_load
+import tls
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 SPAN_SERVER, SPAN_CLIENT = 2, 3
@@ -149,6 +155,12 @@ def test_check_config_accepts_a_valid_file(servers, tmp_path):
         ({"users": [{"username": "x"}]}, "users[0].password: expected a non-empty string"),
         ({"log": {"level": "loud"}}, "log.level: 'loud' is not one of"),
         ({"environment": "production"}, "faults.enabled: fault injection is refused in environment 'production'"),
+        ({"tracing": {"otlp_ca_file": "/nonexistent/ca.crt"}}, "tracing.otlp_ca_file: '/nonexistent/ca.crt' is not a"),
+        # A CA with a plain-HTTP endpoint would read as verified while nothing is.
+        (
+            {"tracing": {"otlp_ca_file": str(REPO_ROOT / "pyproject.toml")}},
+            "tracing.otlp_ca_file: set, but tracing.otlp_endpoint 'http://127.0.0.1:",
+        ),
     ],
 )
 def test_invalid_config_exits_2_naming_the_key(servers, tmp_path, change, message):
@@ -692,6 +704,83 @@ def test_redaction_is_recursive_and_case_insensitive(app):
         "Authorization": "[REDACTED]",
         "user": "u",
     }
+
+
+# -- tracing over TLS (obs_tls_enabled: Jaeger serves https) --------------------
+def _https_receiver(pki: dict) -> OtlpReceiver:
+    """An OtlpReceiver behind TLS with the certificate of ``pki`` (for 127.0.0.1)."""
+    receiver = OtlpReceiver()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki["cert"], pki["key"])
+    # Same descriptor, so its serving thread accepts TLS from here on; a failed
+    # handshake is an OSError socketserver drops with that connection.
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    receiver.endpoint = receiver.endpoint.replace("http://", "https://", 1)
+    return receiver
+
+
+def test_role_exports_to_jaeger_over_https_verified_with_the_ca(tmp_path, obs):
+    pki = write_pki(tmp_path / "pki")
+    config = rendered_config(tmp_path, "mdl_api", {**pki["vars"], "mdl_api_db_password": DB_PASSWORD})
+    # fixtures/inventory.yml: the first Jaeger is mon-2, on the role's default OTLP/HTTP port.
+    port = obs.DEFAULT_LISTEN["jaeger_otlp_http"].rsplit(":", 1)[1]
+    assert config["tracing"]["otlp_endpoint"] == f"https://mon-2:{port}/v1/traces"
+    assert config["tracing"]["otlp_ca_file"] == tls.tls_files("mdl_api")["ca"]
+    # The app's check accepts the role's file once the CA is where it says.
+    config["tracing"]["otlp_ca_file"] = pki["ca"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = run_app(["--check-config", "--config", str(tmp_path / "config.json")])
+    assert proc.returncode == 0, proc.stderr
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    plain = rendered_config(plain_dir, "mdl_api", {"obs_tls_enabled": False, "mdl_api_db_password": DB_PASSWORD})
+    assert (plain["tracing"]["otlp_endpoint"], plain["tracing"]["otlp_ca_file"]) == (
+        f"http://mon-2:{port}/v1/traces",
+        "",
+    )
+
+
+def test_preflight_refuses_tls_without_a_ca_certificate(tmp_path):
+    extra = {**write_pki(tmp_path / "pki")["vars"], "obs_tls_ca_cert": "not a certificate"}
+    proc = render_role(tmp_path, "mdl_api", {**extra, "mdl_api_db_password": DB_PASSWORD})
+    assert_refused(proc, "against obs_tls_ca_cert, which is not a PEM certificate", tmp_path, "mdl_api")
+
+
+def test_spans_reach_an_https_receiver_only_through_the_ca(servers, tmp_path_factory):
+    """The exporter verifies the endpoint against otlp_ca_file, also with REQUESTS_CA_BUNDLE set
+    (requests would let it replace the CA); a receiver the CA did not sign gets nothing."""
+    work = tmp_path_factory.mktemp("mdl-tls")
+    pki, stranger = write_pki(work / "pki"), write_pki(work / "stranger")
+    receiver = _https_receiver(pki)
+    env = {"REQUESTS_CA_BUNDLE": ssl.get_default_verify_paths().openssl_cafile}
+    procs = []
+    try:
+        for name, ca in (("mdl-tls-ok", pki["ca"]), ("mdl-tls-stranger", stranger["ca"])):
+            cfg = app_config(
+                servers.pg,
+                servers.redis,
+                receiver.endpoint,
+                work / name / "mdl-api.log",
+                service_name=name,
+                tracing={"otlp_ca_file": ca},
+            )
+            (work / name).mkdir()
+            procs.append(AppProcess(cfg, work / name).start(**env))
+        ok, refused = procs
+        trace_id = requests.get(ok.url + "/api/v1/domains", timeout=10).headers["X-Trace-Id"]
+        spans = receiver.wait_for(lambda s: any(x["trace_id"] == trace_id and x["kind"] == SPAN_SERVER for x in s))
+        assert {s["resource"]["service.name"] for s in spans} == {"mdl-tls-ok"}
+        lost = requests.get(refused.url + "/api/v1/domains", timeout=10).headers["X-Trace-Id"]
+        deadline = time.monotonic() + 15
+        while "CERTIFICATE_VERIFY_FAILED" not in refused.stderr_path.read_text() + refused.log_path.read_text():
+            assert time.monotonic() < deadline, "the exporter never reported the failed verification"
+            time.sleep(0.2)
+        assert not receiver.trace(lost)
+        assert not [s for s in receiver.spans if s["resource"]["service.name"] == "mdl-tls-stranger"]
+    finally:
+        for proc in procs:
+            proc.stop()
+        receiver.close()
 
 
 # -- instrumentation off, Redis down, stop ------------------------------------

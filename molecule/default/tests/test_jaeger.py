@@ -1,11 +1,18 @@
-"""Jaeger v2 on the hosts of the jaeger group: spans from the real OpenTelemetry SDK, read back from its query API."""
+"""Jaeger v2 on the hosts of the jaeger group: spans from the real OpenTelemetry SDK, read back from its query API.
+
+With obs_tls_enabled every Jaeger listener but internal telemetry serves TLS:
+the SDK on the controller then verifies it against the environment's CA."""
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
-from otlp import published, send_span
+from otlp import ExportFailed, published, send_span
 from sandbox import curl_args, curl_json, curl_text, eventually
+
+# Debian's public trust store (on the controller and the hosts): no CA in it vouches for the sandbox's hosts.
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @pytest.fixture
@@ -13,6 +20,23 @@ def jaeger(host, want):
     if not want["jaeger"]:
         pytest.skip("this host is not in the jaeger group")
     return want["jaeger_expect"]
+
+
+@pytest.fixture
+def controller_ca(want, tmp_path):
+    """The environment's CA as a file on the controller (None with TLS off)."""
+    if not want["tls"]["enabled"]:
+        return None
+    path = tmp_path / "ca.crt"
+    path.write_text(want["tls"]["ca_pem"])
+    return str(path)
+
+
+def _otlp_endpoint(host, jaeger, protocol, ca):
+    """Where the controller's SDK reaches this Jaeger (docker's published port):
+    host:port for gRPC, a base URL for HTTP."""
+    published_at = published(host.backend.get_hostname(), jaeger[f"otlp_{protocol}_port"])
+    return published_at if protocol == "grpc" else f"{'https' if ca else 'http'}://{published_at}"
 
 
 def _trace(host, jaeger, trace_id):
@@ -60,13 +84,11 @@ def test_live_config_is_the_validated_candidate(host, jaeger):
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_span_from_the_opentelemetry_sdk_is_returned_by_the_query_api(host, jaeger, protocol):
-    container = host.backend.get_hostname()
-    port = jaeger[f"otlp_{protocol}_port"]
-    endpoint = published(container, port) if protocol == "grpc" else f"http://{published(container, port)}"
+def test_span_from_the_opentelemetry_sdk_is_returned_by_the_query_api(host, jaeger, protocol, controller_ca):
+    endpoint = _otlp_endpoint(host, jaeger, protocol, controller_ca)
     service = f"obs-test-{protocol}-{uuid.uuid4().hex[:8]}"
     before = _accepted(host, jaeger, protocol)
-    trace_id = send_span(protocol, endpoint, service, "checkout", {"obs.synthetic": True})
+    trace_id = send_span(protocol, endpoint, service, "checkout", {"obs.synthetic": True}, ca=controller_ca)
 
     def stored():
         trace = _trace(host, jaeger, trace_id)
@@ -82,16 +104,52 @@ def test_span_from_the_opentelemetry_sdk_is_returned_by_the_query_api(host, jaeg
     assert _accepted(host, jaeger, protocol) >= before + 1
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_sdk_refuses_a_jaeger_its_ca_does_not_vouch_for(host, jaeger, want, protocol, tmp_path):
+    """Over TLS the export fails against any other CA (here: one made for the test), so the
+    verified exports above are proof that the certificate was checked."""
+    if not want["tls"]["enabled"]:
+        pytest.skip("TLS is off in this inventory")
+    other = tmp_path / "other-ca.crt"
+    other.write_text(Path(SYSTEM_CA).read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    with pytest.raises(ExportFailed):
+        send_span(protocol, _otlp_endpoint(host, jaeger, protocol, str(other)), "obs-test-foreign-ca", ca=str(other))
+
+
+LISTENERS = ["otlp_grpc", "otlp_http", "thrift_http", "query", "query_grpc", "health", "metrics"]
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_listener_speaks_the_inventory_scheme(host, jaeger, want, listener):
+    """Every listener but internal telemetry (its Prometheus reader has no TLS server) serves TLS with TLS on."""
+    if listener not in jaeger["listen_ports"]:
+        pytest.skip(f"{listener} is not enabled")
+    port = jaeger["listen_ports"][listener]
+    grpc = listener.endswith("grpc")
+    tls = want["tls"]["enabled"] and listener != "metrics"
+    if tls:
+        # The handshake verifies against the environment's CA (curl rc 0, any HTTP answer; gRPC over h2 by ALPN)...
+        ca = want["tls"]["ca"]
+        out = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 --cacert {ca} https://localhost:{port}/")
+        assert out.rc == 0 and out.stdout != "000", (out.rc, out.stdout, out.stderr)
+        # ...and fails against the public trust store (exit 60).
+        out = host.run(f"curl -s -o /dev/null --max-time 5 --cacert {SYSTEM_CA} https://localhost:{port}/")
+        assert out.rc == 60, (out.rc, out.stderr)
+    else:
+        h2 = "--http2-prior-knowledge " if grpc else ""
+        out = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {h2}http://localhost:{port}/")
+        assert out.rc == 0 and out.stdout != "000", (out.rc, out.stdout, out.stderr)
+
+
 def test_an_unknown_trace_is_not_found(host, jaeger):
     """The lookup above can fail: a trace id that was never sent is not returned."""
     assert _trace(host, jaeger, uuid.uuid4().hex) is None
 
 
-def test_restart_keeps_spans_only_on_disk_storage(host, jaeger, want, secrets):
+def test_restart_keeps_spans_only_on_disk_storage(host, jaeger, want, secrets, controller_ca):
     """badger keeps spans across a restart of Jaeger; the memory store loses them (so the check can fail)."""
-    container = host.backend.get_hostname()
-    endpoint = f"http://{published(container, jaeger['otlp_http_port'])}"
-    trace_id = send_span("http", endpoint, f"obs-test-restart-{uuid.uuid4().hex[:8]}")
+    endpoint = _otlp_endpoint(host, jaeger, "http", controller_ca)
+    trace_id = send_span("http", endpoint, f"obs-test-restart-{uuid.uuid4().hex[:8]}", ca=controller_ca)
     eventually(lambda: _assert_stored(host, jaeger, trace_id), timeout=30, interval=1)
     pid = host.check_output("systemctl show jaeger -p MainPID --value")
     host.check_output("systemctl restart jaeger")

@@ -1,6 +1,6 @@
 """TLS on the exporter-toolkit servers (Prometheus, Alertmanager, node_exporter), the
-dskit servers (Loki, Promtail; stand-ins here) and every client of them, in the
-mode the inventory says (obs_tls_enabled).
+dskit servers (Loki, Promtail; stand-ins here), Jaeger's collector servers and
+every client of them, in the mode the inventory says (obs_tls_enabled).
 
 With TLS on, each server answers HTTPS with a certificate the environment's
 CA verifies, refuses plain HTTP and unverified clients, keeps its key 0640
@@ -17,17 +17,19 @@ from sandbox import curl_code, curl_json, curl_text
 
 # The readiness path of each server (basic auth where the role sets it).
 SERVERS = {"prometheus": "/-/ready", "alertmanager": "/-/ready", "node_exporter": "/metrics", "loki": "/ready",
-           "promtail": "/ready"}  # fmt: skip
+           "promtail": "/ready", "jaeger": "/api/services"}  # fmt: skip
 GROUP = {"prometheus": "prometheus", "alertmanager": "alertmanager", "node_exporter": "monitored", "loki": "loki",
-         "promtail": "monitored"}  # fmt: skip
-# Where each server is told its certificate: the exporter-toolkit web config, or
-# dskit's server.http_tls_config in the (JSON) config.yaml.
+         "promtail": "monitored", "jaeger": "jaeger"}  # fmt: skip
+# Where each server is told its certificate: the exporter-toolkit web config,
+# dskit's server.http_tls_config in the (JSON) config.yaml, or the `tls:` of
+# Jaeger's query HTTP server (every listener but internal telemetry has the same).
 TLS_CONFIG = {
     "prometheus": ("/etc/prometheus/web.yml", lambda doc: doc.get("tls_server_config")),
     "alertmanager": ("/etc/alertmanager/web.yml", lambda doc: doc.get("tls_server_config")),
     "node_exporter": ("/etc/node_exporter/web.yml", lambda doc: doc.get("tls_server_config")),
     "loki": ("/etc/loki/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
     "promtail": ("/etc/promtail/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
+    "jaeger": ("/etc/jaeger/config.yaml", lambda doc: doc["extensions"]["jaeger_query"]["http"].get("tls")),
 }
 
 
@@ -38,7 +40,7 @@ def _served_tls(host, service):
     if not f.exists:
         return None
     text = host.check_output(f"cat {path}")  # 0640 root:<service>: testinfra runs as root
-    return pick((json.loads if path.endswith("config.yaml") else yaml.safe_load)(text) or {})
+    return pick(yaml.safe_load(text) or {})  # JSON is YAML too
 
 
 def _auth(want, secrets, service):
@@ -124,7 +126,7 @@ def test_promtail_pushes_to_loki_over_the_inventory_scheme(host, want):
     assert sent and all(float(line.rsplit(" ", 1)[1]) > 0 for line in sent), sent
 
 
-@pytest.mark.parametrize("uid", ["prometheus", "loki"])
+@pytest.mark.parametrize("uid", ["prometheus", "loki", "jaeger"])
 def test_grafana_verifies_its_datasources_with_the_ca(host, want, secrets, uid):
     if not want["grafana"]:
         pytest.skip("Grafana is not in this host's groups")

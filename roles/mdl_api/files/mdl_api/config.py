@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +55,8 @@ SCHEMA: dict[str, Any] = {
     "tracing": {
         "enabled": ("bool", True),
         "otlp_endpoint": ("str", "http://127.0.0.1:4318/v1/traces"),
+        # CA file (PEM) the https endpoint is verified against; "": the system's trust store.
+        "otlp_ca_file": ("str", ""),
         "sample_ratio": ("number", 1.0),
         "export_timeout_seconds": ("number", 10),
     },
@@ -233,6 +236,11 @@ def _check_services(cfg: dict, errors: list[str]) -> None:
     url = urlsplit(tr["otlp_endpoint"])
     if tr["enabled"] and (url.scheme not in ("http", "https") or not url.netloc):
         errors.append(f"tracing.otlp_endpoint: {tr['otlp_endpoint']!r} is not an http(s) URL")
+    if tr["enabled"] and tr["otlp_ca_file"]:
+        if url.scheme != "https":
+            errors.append(f"tracing.otlp_ca_file: set, but tracing.otlp_endpoint {tr['otlp_endpoint']!r} is not https")
+        if not os.access(tr["otlp_ca_file"], os.R_OK):
+            errors.append(f"tracing.otlp_ca_file: {tr['otlp_ca_file']!r} is not a readable file")
     if not 0 <= tr["sample_ratio"] <= 1:
         errors.append(f"tracing.sample_ratio: {tr['sample_ratio']} is not between 0 and 1")
     if tr["export_timeout_seconds"] <= 0:

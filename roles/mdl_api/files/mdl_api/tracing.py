@@ -4,7 +4,9 @@ The plan exports with ``@opentelemetry/exporter-jaeger``; that exporter (and
 Jaeger's own Thrift collector protocol) is deprecated upstream in favour of
 OTLP, which is what Jaeger v2 receives natively, so spans go out with the
 OTLP/HTTP (protobuf) exporter to ``tracing.otlp_endpoint``
-(http://<jaeger>:4318/v1/traces), batched by a BatchSpanProcessor.
+(http://<jaeger>:4318/v1/traces), batched by a BatchSpanProcessor. Over
+https with ``tracing.otlp_ca_file`` the exporter verifies Jaeger against that
+CA only.
 
 Sampling: ``ParentBased(TraceIdRatioBased(sample_ratio))``: an incoming
 ``traceparent`` decides for its trace, new traces are sampled at the ratio.
@@ -67,7 +69,19 @@ class Tracing:
             resource=resource, sampler=ParentBased(TraceIdRatioBased(float(tcfg["sample_ratio"])))
         )
         timeout = float(tcfg["export_timeout_seconds"])
-        exporter = OTLPSpanExporter(endpoint=tcfg["otlp_endpoint"], timeout=timeout)
+        ca_file = tcfg.get("otlp_ca_file") or None
+        session = None
+        if ca_file:
+            import requests  # noqa: PLC0415 - the exporter's own HTTP client
+
+            # requests lets REQUESTS_CA_BUNDLE replace the session's CA file
+            # unless the session ignores the environment (proxies too: the
+            # exporter dials Jaeger directly).
+            session = requests.Session()
+            session.trust_env = False
+        exporter = OTLPSpanExporter(
+            endpoint=tcfg["otlp_endpoint"], certificate_file=ca_file, session=session, timeout=timeout
+        )
         self.provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=timeout * 1000))
         trace.set_tracer_provider(self.provider)
         # Global wrappers: psycopg.Connection.connect (which the pool's PoolConnection
