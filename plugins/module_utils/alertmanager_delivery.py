@@ -309,17 +309,23 @@ class SinkDelivery(_Delivery):
         for case in cases:
             if case.delivered_to is None:
                 continue
-            counts = {}
+            counts, senders = {}, {}
             for record in self.sink.received(case.id):
                 if accepted(record) and record.get("status") in ("firing", "resolved"):
                     key = (str(record.get("channel")), record["status"])
                     counts[key] = counts.get(key, 0) + 1
-            twice = [f"{channel} {count}x {status}" for (channel, status), count in sorted(counts.items()) if count > 1]
+                    senders.setdefault(key, []).append(str(record.get("sender") or "?"))
+            twice = [
+                f"{channel} {count}x {status} from {', '.join(senders[(channel, status)])}"
+                for (channel, status), count in sorted(counts.items())
+                if count > 1
+            ]
             if twice:
                 case.delivered = False
                 case.problems.append(
-                    f"{case.what} was notified more than once ({', '.join(twice)}): more than one Alertmanager sent"
-                    " it (cluster gossip did not deduplicate), or the case shares its group with other alerts"
+                    f"{case.what} was notified more than once ({'; '.join(twice)}): two senders mean more than one"
+                    " Alertmanager sent it (cluster gossip did not deduplicate), one sender a retry or a group"
+                    " shared with other alerts"
                 )
 
     # ------------------------------------------------------------------ resolved notifications

@@ -434,6 +434,8 @@ class SinkHandler(BaseHTTPRequestHandler):
                 "accepted": verdict.accepted,
                 "response_status": int(verdict.status),
                 "refusal": verdict.reason,
+                # Which Alertmanager sent it: tells a cluster duplicate from a retry.
+                "sender": self.client_address[0],
             }
         )
         log_record(record)
@@ -449,7 +451,7 @@ class SMTPHandler:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _record(self, envelope: Any, parsed: dict[str, Any], reply: str) -> None:
+    def _record(self, envelope: Any, parsed: dict[str, Any], reply: str, sender: str | None = None) -> None:
         code = int(reply[:3])
         record = self.store.add(
             {
@@ -467,6 +469,7 @@ class SMTPHandler:
                 "mail_from": envelope.mail_from,
                 "rcpt_to": list(envelope.rcpt_tos),
                 "subject": parsed.get("subject"),
+                "sender": sender,
             }
         )
         log_record(record)
@@ -488,7 +491,7 @@ class SMTPHandler:
             message = email.message_from_bytes(content, policy=email.policy.default)
             refusal = payloads.mail_refusal(envelope.mail_from, list(envelope.rcpt_tos), message)
             reply = refusal or "250 Message accepted for delivery"
-        self._record(envelope, parsed, reply)
+        self._record(envelope, parsed, reply, (session.peer or [None])[0])
         return reply
 
 

@@ -257,6 +257,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 15) -> int | None:
+    """Stop a test server: SIGTERM, then SIGKILL after timeout s; its exit code (None without a process)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode if proc is not None else None
+
+
 def dpkg_arch() -> str:
     """This machine's Debian architecture (amd64, arm64, ...), as release archives name it."""
     return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from conftest import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_PYTHONPATH = REPO_ROOT / "roles" / "mdl_api" / "files"
@@ -381,14 +381,7 @@ class AppProcess:
         return self.launch(**env).wait_ready(health)
 
     def stop(self, timeout: float = 15) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, timeout)
 
     def log_lines(self) -> list[dict]:
         if not self.log_path.exists():

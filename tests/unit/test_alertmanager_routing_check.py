@@ -306,12 +306,19 @@ class World:
                     if integration in self.failing:
                         primary.failed[integration] = primary.failed.get(integration, 0) + 1
                         continue
-                    record = {"channel": receiver, "status": "firing", "received_at": self.clock.now, "text": text}
+                    record = {
+                        "channel": receiver,
+                        "status": "firing",
+                        "received_at": self.clock.now,
+                        "text": text,
+                        "sender": urlsplit(primary.url).hostname,
+                    }
                     if receiver in self.refuse:
                         record.update(accepted=False, response_status=self.refuse[receiver])
                     self.sink.records.append(record)
-                    if receiver in self.twice:
-                        self.sink.records.append(dict(record))
+                    if receiver in self.twice:  # also sent by the other Alertmanager
+                        other = next(url for url in self.ams if url != primary.url)
+                        self.sink.records.append(dict(record, sender=urlsplit(other).hostname))
             elif (primary.url, fp) in self.resolved:
                 for receiver in receivers:
                     key = (fp, receiver)
@@ -588,7 +595,8 @@ def test_a_notification_sent_twice_fails_the_case(world, run):
     result = run(cases=[WARNING_API], delivery="sink", sink_url=SINK)
 
     assert result["failed"] is True
-    assert "was notified more than once (slack 2x firing): more than one Alertmanager sent it" in result["msg"]
+    senders = ", ".join(urlsplit(url).hostname for url in (AM1, AM2))
+    assert f"was notified more than once (slack 2x firing from {senders}): two senders mean" in result["msg"]
     assert _case(result, 0)["delivered"] is False
 
 

@@ -24,7 +24,7 @@ import grpc
 import pytest
 import requests
 import yaml
-from conftest import REPO_ROOT, assert_refused, free_port, render_role, rendered_config, require_tool
+from conftest import REPO_ROOT, assert_refused, free_port, render_role, rendered_config, require_tool, stop_process
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pki import new_key, pem, write_pki
@@ -238,13 +238,7 @@ class _Jaeger:
             time.sleep(0.2)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _session(ca=None) -> requests.Session:

@@ -24,6 +24,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -31,6 +32,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, STRICT, assert_refused, free_port, render_role, rendered_config
+from pki import new_key, pem, write_pki
+
+sys.path.insert(0, str(REPO_ROOT / "plugins" / "filter"))
+import tls
 
 SETUP_HINT = "scripts/setup.sh installs Debian's postgresql and redis-server packages"
 CHECKER = REPO_ROOT / "roles" / "redis" / "files" / "obs-redis-check-config"
@@ -473,6 +478,37 @@ def test_exporter_environment_holds_an_encoded_uri_and_the_listen_address(tmp_pa
     assert urllib.parse.unquote(uri.password) == DATA_SOURCE["password"]
     assert urllib.parse.unquote(uri.path) == "/mdl"
     assert rendered["metrics_url"] == "http://127.0.0.1:9187/metrics"
+
+
+def test_exporter_serves_https_with_the_hosts_certificate_when_tls_is_on(tmp_path):
+    pki = write_pki(tmp_path / "pki", "db-1", names=("10.0.2.1",))
+    rendered = rendered_config(
+        tmp_path, "postgres_exporter", {"postgres_exporter_data_source": DATA_SOURCE, **pki["vars"]}
+    )
+    files = tls.tls_files("postgres_exporter")
+    assert rendered["web_config"] == {
+        "tls_server_config": {"cert_file": files["cert"], "key_file": files["key"], "min_version": "TLS12"}
+    }
+    # The package's binary takes the exporter-toolkit web config by flag.
+    args = _env(rendered["env"])["ARGS"].split(" ")
+    assert f"--web.config.file={rendered['web_config_path']}" in args
+    assert rendered["metrics_url"] == "https://127.0.0.1:9187/metrics" and rendered["ready_ca"] == files["ca"]
+    (tmp_path / "plain").mkdir()
+    plain = rendered_config(tmp_path / "plain", "postgres_exporter", {"postgres_exporter_data_source": DATA_SOURCE})
+    assert plain["web_config"] == {} and plain["ready_ca"] == ""
+    assert not any(a.startswith("--web.config.file") for a in _env(plain["env"])["ARGS"].split(" "))
+
+
+def test_exporter_tls_material_that_cannot_serve_is_refused_in_preflight(tmp_path):
+    extra = {"postgres_exporter_data_source": DATA_SOURCE}
+    # A certificate without 10.0.2.1 (db-1's ansible_host), the address Prometheus scrapes.
+    unnamed = write_pki(tmp_path / "unnamed", "db-1")["vars"]
+    proc = render_role(tmp_path, "postgres_exporter", {**extra, **unnamed})
+    assert_refused(proc, "postgres_exporter on db-1 cannot serve TLS", tmp_path, "postgres_exporter")
+    assert_refused(proc, "does not name 10.0.2.1", tmp_path, "postgres_exporter")
+    wrong_key = {**write_pki(tmp_path / "pki", "db-1", names=("10.0.2.1",))["vars"], "obs_tls_key": pem(new_key())}
+    proc = render_role(tmp_path, "postgres_exporter", {**extra, **wrong_key})
+    assert_refused(proc, "the private key does not match", tmp_path, "postgres_exporter")
 
 
 def test_exporter_uri_logs_in_to_a_real_server(tmp_path, cluster):

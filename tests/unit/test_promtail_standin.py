@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import dpkg_arch as arch
-from conftest import free_port, load_module_from_path
+from conftest import free_port, load_module_from_path, stop_process
 from pki import write_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -240,13 +240,7 @@ def run(package, tmp_path):
 
     yield make
     for p in started:
-        if p.proc is not None:
-            p.proc.terminate()
-            try:
-                p.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.proc.kill()
-                p.proc.wait()
+        stop_process(p.proc, timeout=10)
 
 
 def check_syntax(package, tmp_path: Path, cfg: dict | str) -> subprocess.CompletedProcess:

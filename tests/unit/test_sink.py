@@ -282,6 +282,7 @@ def test_slack_firing_and_resolved(sink):
     assert "\\u003capi-1:8000\\u003e" in first["body"]  # the raw body, as Go encoded it
     assert first["headers"]["User-Agent"] == "Alertmanager/0.28.1"
     assert isinstance(first["received_at"], float)
+    assert first["sender"] == HOST  # the client's address: which Alertmanager sent it
     assert first["id"] < records[1]["id"]
 
 
@@ -687,6 +688,7 @@ def test_email_firing_and_resolved(sink):
     assert firing["mail_from"] == "alertmanager@mdl-sandbox.invalid"
     assert firing["rcpt_to"] == ["mdl-team@mdl-sandbox.invalid"]
     assert firing["json"] is None
+    assert firing["sender"] == HOST
     assert firing["headers"]["To"] == "mdl-team@mdl-sandbox.invalid"
     # Quoted-printable decoded: no soft line breaks or =3D left in the text.
     assert "instance = mdl-api-7f9c4d-1:8000" in firing["body"]

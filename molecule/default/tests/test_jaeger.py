@@ -175,6 +175,9 @@ def _assert_stored(host, jaeger, trace_id):
 def _assert_healthy(host, jaeger):
     out = host.run(f"curl -sS --max-time 2 {curl_args(jaeger['ready_url'])}")
     assert out.rc == 0 and json.loads(out.stdout).get("healthy") is True, out.stdout + out.stderr
+    # The health extension can answer before the query server accepts connections.
+    out = host.run(f"curl -sS -f --max-time 2 -o /dev/null {curl_args(jaeger['query_url'] + '/api/services')}")
+    assert out.rc == 0, out.stderr
 
 
 def test_grafana_jaeger_datasource_points_at_the_first_jaeger(host, secrets, want):

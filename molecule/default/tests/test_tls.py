@@ -1,5 +1,6 @@
 """TLS on the exporter-toolkit servers (Prometheus, Alertmanager, node_exporter), the
-dskit servers (Loki, Promtail; stand-ins here), Jaeger's collector servers and
+dskit servers (Loki, Promtail; stand-ins here), postgres_exporter (the same
+exporter-toolkit, Debian's package), Jaeger's collector servers and
 every client of them, in the mode the inventory says (obs_tls_enabled).
 
 With TLS on, each server answers HTTPS with a certificate the environment's
@@ -17,9 +18,9 @@ from sandbox import curl_code, curl_json, curl_text
 
 # The readiness path of each server (basic auth where the role sets it).
 SERVERS = {"prometheus": "/-/ready", "alertmanager": "/-/ready", "node_exporter": "/metrics", "loki": "/ready",
-           "promtail": "/ready", "jaeger": "/api/services"}  # fmt: skip
+           "promtail": "/ready", "jaeger": "/api/services", "postgres_exporter": "/metrics"}  # fmt: skip
 GROUP = {"prometheus": "prometheus", "alertmanager": "alertmanager", "node_exporter": "monitored", "loki": "loki",
-         "promtail": "monitored", "jaeger": "jaeger"}  # fmt: skip
+         "promtail": "monitored", "jaeger": "jaeger", "postgres_exporter": "postgres_exporter"}  # fmt: skip
 # Where each server is told its certificate: the exporter-toolkit web config,
 # dskit's server.http_tls_config in the (JSON) config.yaml, or the `tls:` of
 # Jaeger's query HTTP server (every listener but internal telemetry has the same).
@@ -27,6 +28,7 @@ TLS_CONFIG = {
     "prometheus": ("/etc/prometheus/web.yml", lambda doc: doc.get("tls_server_config")),
     "alertmanager": ("/etc/alertmanager/web.yml", lambda doc: doc.get("tls_server_config")),
     "node_exporter": ("/etc/node_exporter/web.yml", lambda doc: doc.get("tls_server_config")),
+    "postgres_exporter": ("/etc/postgres_exporter/web.yml", lambda doc: doc.get("tls_server_config")),
     "loki": ("/etc/loki/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
     "promtail": ("/etc/promtail/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
     "jaeger": ("/etc/jaeger/config.yaml", lambda doc: doc["extensions"]["jaeger_query"]["http"].get("tls")),
@@ -92,6 +94,10 @@ def test_key_and_certificate_are_root_and_service_only(host, want, service):
     assert out.rc == 0, out.stdout + out.stderr
 
 
+# The Prometheus jobs of those servers (Jaeger's job scrapes its plain-HTTP telemetry).
+TLS_JOBS = {"prometheus", "alertmanager", "node", "loki", "promtail", "postgres"}
+
+
 def test_prometheus_scrapes_and_alerts_over_the_inventory_scheme(host, want, secrets):
     """Evidence from Prometheus itself: the scrapeUrl of every TLS-capable job and the
     Alertmanager URLs it sends to carry the scheme, and those targets are up."""
@@ -99,12 +105,8 @@ def test_prometheus_scrapes_and_alerts_over_the_inventory_scheme(host, want, sec
     scheme = "https" if want["tls"]["enabled"] else "http"
     auth = _auth(want, secrets, "prometheus")
     targets = curl_json(host, want["urls"]["prometheus"] + "/api/v1/targets?state=active", *auth)
-    active = [
-        t
-        for t in targets["data"]["activeTargets"]
-        if t["labels"]["job"] in ("prometheus", "alertmanager", "node", "loki", "promtail")
-    ]
-    assert {t["labels"]["job"] for t in active} >= {"prometheus", "alertmanager", "node", "loki", "promtail"}
+    active = [t for t in targets["data"]["activeTargets"] if t["labels"]["job"] in TLS_JOBS]
+    assert {t["labels"]["job"] for t in active} >= TLS_JOBS
     wrong = [(t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in active
              if not t["scrapeUrl"].startswith(scheme + "://") or t["health"] != "up"]  # fmt: skip
     assert not wrong, wrong
