@@ -2,6 +2,7 @@
 """Fleet benchmark: node_exporter + Prometheus converged on 1 and then on 20 monitored hosts.
 
   .venv/bin/python bench/fleet.py [--sizes 1,20] [--reruns 2] [--keep]
+                                  [--connection community.docker.docker_api] [--profile 15]
 
 For each size N it writes an inventory under bench/results/fleet-N (the local
 inventory's group_vars, so the same versions, TLS and credentials), starts N
@@ -9,10 +10,18 @@ sandbox containers (playbooks/sandbox.yml; Debian 12, systemd), and times, from
 this one controller:
   fresh   playbooks/node_exporter.yml + playbooks/prometheus.yml on new hosts
   no-op   the same again (--reruns times; each must report 0 changed)
-then asks Prometheus (on the first host, which also runs it) for up{job="node"}
+in two modes: "default" (the project's ansible.cfg: facts gathered on every
+run) and "fact-cache" (the same plus a jsonfile fact cache, warmed by one run
+that is not counted, so gathering=smart skips the setup module: the usual
+setting for a large fleet), then asks Prometheus (on the first host, which also runs it) for up{job="node"}
 and requires one series per monitored host, all 1. Prints the times, the ratio
 of the N-host to the 1-host no-op (target: at most 2x) and the Ansible settings
-used (forks, strategy, pipelining). Not a test: its output is quoted in notes.
+used (forks, strategy, pipelining, connection). --profile N also prints the N
+tasks that took longest in the largest size's last no-op run (profile_tasks).
+The sandbox hosts are containers, so the connection is the sandbox's cost, not
+one a real fleet pays (SSH): docker_api talks to the engine's API from the
+controller process, community.docker.docker starts the docker CLI for every
+command. Not a test: its output is quoted in notes.
 """
 
 from __future__ import annotations
@@ -40,13 +49,19 @@ ENV = {
 }
 PLAYBOOKS = ["playbooks/node_exporter.yml", "playbooks/prometheus.yml"]
 PREFIX = "obs-fleet-"
+# No-op modes: extra environment of ansible-playbook ({inv}: the size's inventory directory).
+MODES = {
+    "default": {},
+    "fact-cache": {"ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": "{inv}/facts",
+                   "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "3600"},
+}  # fmt: skip
 
 
 def log(msg: str) -> None:
     print(f"[fleet {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def write_inventory(n: int) -> Path:
+def write_inventory(n: int, connection: str) -> Path:
     inv = ROOT / "bench/results" / f"fleet-{n}"
     shutil.rmtree(inv, ignore_errors=True)
     inv.mkdir(parents=True)
@@ -54,7 +69,7 @@ def write_inventory(n: int) -> Path:
     hosts = [f"{PREFIX}{i}" for i in range(1, n + 1)]
     doc = {
         "all": {
-            "vars": {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"},
+            "vars": {"ansible_connection": connection, "ansible_python_interpreter": "/usr/bin/python3"},
             "hosts": {h: {"sandbox_image": "obs-sandbox/debian:bookworm"} for h in hosts},
             "children": {"monitored": {"hosts": dict.fromkeys(hosts)}, "prometheus": {"hosts": {hosts[0]: None}}},
         }
@@ -70,12 +85,16 @@ def remove_containers() -> None:
         subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=True)
 
 
-def playbook(inv: Path, *books: str, label: str) -> tuple[float, dict]:
+def playbook(inv: Path, *books: str, label: str, profile: bool = False, mode: str = "default") -> tuple[float, dict]:
     """Run the playbooks; return the wall time and the recap summed over hosts."""
     out = inv / f"{label}.log"
+    env = {**ENV, **{k: v.format(inv=inv) for k, v in MODES[mode].items()}}
+    if profile:
+        env.update(ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.default,ansible.posix.profile_tasks",
+                   PROFILE_TASKS_TASK_OUTPUT_LIMIT="all", PROFILE_TASKS_SORT_ORDER="descending")  # fmt: skip
     start = time.monotonic()
     with out.open("w") as fh:
-        proc = subprocess.run(["ansible-playbook", "-i", str(inv), *books], cwd=ROOT, env=ENV, stdout=fh,
+        proc = subprocess.run(["ansible-playbook", "-i", str(inv), *books], cwd=ROOT, env=env, stdout=fh,
                               stderr=subprocess.STDOUT, check=False)  # fmt: skip
     took = time.monotonic() - start
     text = out.read_text()
@@ -118,32 +137,45 @@ def node_targets_up(inv: Path, host: str, expected: set[str], timeout: float = 1
         time.sleep(3)
 
 
-def settings() -> str:
+def slowest(log_file: Path, count: int) -> list[str]:
+    """The `count` slowest tasks of a run, from profile_tasks' summary at the end of its log."""
+    lines = log_file.read_text().splitlines()
+    rows = [line for line in lines if re.search(r" -+ \d+\.\d+s$", line)]
+    return rows[:count]
+
+
+def settings(connection: str) -> str:
     dump = subprocess.run(["ansible-config", "dump", "--only-changed", "-t", "all"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
     forks = re.search(r"^DEFAULT_FORKS\(.*\) = (\d+)", dump, re.M)
     strategy = re.search(r"^DEFAULT_STRATEGY\(.*\) = (\w+)", dump, re.M)
     pipelining = re.search(r"^ANSIBLE_PIPELINING\(.*\) = (\w+)", dump, re.M)
     return (f"forks={forks.group(1) if forks else 5}, strategy={strategy.group(1) if strategy else 'linear'}, "
-            f"pipelining={pipelining.group(1) if pipelining else 'False'}, connection=community.docker.docker, "
+            f"pipelining={pipelining.group(1) if pipelining else 'False'}, connection={connection}, "
             f"{os.cpu_count()} cores")  # fmt: skip
 
 
-def bench(n: int, reruns: int, keep: bool) -> dict:
-    inv = write_inventory(n)
+def bench(n: int, reruns: int, keep: bool, connection: str, profile: bool) -> dict:
+    inv = write_inventory(n, connection)
     remove_containers()
     log(f"{n} host(s): starting the sandbox containers")
     boot, _ = playbook(inv, "playbooks/sandbox.yml", label="sandbox")
     log(f"{n} host(s): containers up in {boot:.0f} s; fresh converge")
     fresh, fresh_recap = playbook(inv, *PLAYBOOKS, label="fresh")
     log(f"{n} host(s): fresh {fresh:.1f} s ({fresh_recap.get('changed', 0)} changed)")
-    noops = []
-    for i in range(1, reruns + 1):
-        took, recap = playbook(inv, *PLAYBOOKS, label=f"noop{i}")
-        if recap.get("changed", 0):
-            sys.exit(f"no-op run {i} on {n} host(s) changed {recap['changed']} task(s); see {inv}/noop{i}.log")
-        noops.append(took)
-        log(f"{n} host(s): no-op {i} {took:.1f} s (0 changed)")
+    noops: dict[str, list[float]] = {}
+    for mode, extra in MODES.items():
+        if extra:
+            playbook(inv, *PLAYBOOKS, label=f"warm-{mode}", mode=mode)  # fills the cache; not counted
+        for i in range(1, reruns + 1):
+            label = f"noop-{mode}-{i}"
+            took, recap = playbook(inv, *PLAYBOOKS, label=label, profile=profile and i == reruns, mode=mode)
+            if recap.get("changed", 0):
+                sys.exit(
+                    f"no-op run {i} ({mode}) on {n} host(s) changed {recap['changed']} task(s); see {inv}/{label}.log"
+                )
+            noops.setdefault(mode, []).append(took)
+            log(f"{n} host(s): no-op {i} ({mode}) {took:.1f} s (0 changed)")
     hosts = [f"{PREFIX}{i}" for i in range(1, n + 1)]
     series = node_targets_up(inv, hosts[0], set(hosts))
     up = sorted(i for i, v in series.items() if v == "1")
@@ -152,7 +184,8 @@ def bench(n: int, reruns: int, keep: bool) -> dict:
     log(f"{n} host(s): Prometheus reports {len(up)}/{n} node targets up")
     if not keep:
         remove_containers()
-    return {"hosts": n, "fresh": fresh, "fresh_changed": fresh_recap.get("changed", 0), "noop": noops, "up": len(up)}
+    return {"hosts": n, "fresh": fresh, "fresh_changed": fresh_recap.get("changed", 0), "noop": noops, "up": len(up),
+            "logs": {mode: inv / f"noop-{mode}-{reruns}.log" for mode in MODES}}  # fmt: skip
 
 
 def main() -> None:
@@ -160,21 +193,43 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,20", help="comma-separated host counts (default 1,20)")
     parser.add_argument("--reruns", type=int, default=2, help="no-op runs per size (default 2)")
     parser.add_argument("--keep", action="store_true", help="leave the containers of the last size running")
+    parser.add_argument(
+        "--connection",
+        default="community.docker.docker_api",
+        help="connection plugin to the sandbox containers (default community.docker.docker_api)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N slowest tasks of the largest size's last no-op run",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = [bench(n, args.reruns, args.keep and n == sizes[-1]) for n in sizes]
+    results = [bench(n, args.reruns, args.keep and n == sizes[-1], args.connection, args.profile > 0 and n == sizes[-1])
+               for n in sizes]  # fmt: skip
     print()
     print(f"fleet benchmark, {time.strftime('%Y-%m-%d', time.gmtime())}: {' + '.join(PLAYBOOKS)}, one controller")
-    print(f"settings: {settings()}")
+    print(f"settings: {settings(args.connection)}")
     for r in results:
         print(f"  {r['hosts']:>3} host(s): fresh {r['fresh']:6.1f} s ({r['fresh_changed']} changed), "
-              f"no-op median {statistics.median(r['noop']):5.1f} s of {', '.join(f'{t:.1f}' for t in r['noop'])} s "
-              f"(0 changed), node targets up {r['up']}/{r['hosts']}")  # fmt: skip
+              f"node targets up {r['up']}/{r['hosts']}")  # fmt: skip
+        for mode, times in r["noop"].items():
+            print(f"      no-op {mode:<10} median {statistics.median(times):5.1f} s of "
+                  f"{', '.join(f'{t:.1f}' for t in times)} s (0 changed)")  # fmt: skip
     if len(results) > 1:
         base, big = results[0], results[-1]
-        ratio = statistics.median(big["noop"]) / statistics.median(base["noop"])
-        print(f"  no-op ratio {big['hosts']} vs {base['hosts']} host(s): {ratio:.2f}x (target <= 2x: "
-              f"{'met' if ratio <= 2 else 'NOT met'}); fresh ratio {big['fresh'] / base['fresh']:.2f}x")  # fmt: skip
+        print(f"  fresh ratio {big['hosts']} vs {base['hosts']} host(s): {big['fresh'] / base['fresh']:.2f}x")
+        for mode in MODES:
+            ratio = statistics.median(big["noop"][mode]) / statistics.median(base["noop"][mode])
+            print(f"  no-op ratio {big['hosts']} vs {base['hosts']} host(s), {mode}: {ratio:.2f}x "
+                  f"(target <= 2x: {'met' if ratio <= 2 else 'NOT met'})")  # fmt: skip
+    if args.profile:
+        for mode in MODES:
+            print(f"  slowest tasks of the {results[-1]['hosts']}-host no-op, {mode} (profile_tasks):")
+            for row in slowest(results[-1]["logs"][mode], args.profile):
+                print(f"    {row.strip()}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ names = {
 }
 inv = json.load(sys.stdin)
 # Served over HTTPS while the inventory turns obs_tls_enabled on (verify with the sandbox CA).
-tls_ports = {"9090", "9093", "9100", "3100", "16686", "4317", "4318"}
+tls_ports = {"9090", "9093", "9100", "3000", "3100", "16686", "4317", "4318"}
 # Port 3000 is Grafana on the monitoring hosts and the MDL API on its own hosts.
 apps = set(inv.get("mdl_api", {}).get("hosts", []))
 print("\nSandbox services (credentials: user admin, passwords in inventories/local/group_vars/all/vault.yml;")
@@ -27,7 +27,10 @@ print("HTTPS verifies with curl --cacert inventories/local.pki/ca.crt):")
 for host, hv in sorted(inv["_meta"]["hostvars"].items()):
     for spec in hv.get("sandbox_published_ports", []):
         ip, port, cport = spec.split(":")
-        name, path = ("MDL API", "health") if host in apps and cport == "3000" else names.get(cport, (cport, ""))
-        scheme = "https" if cport in tls_ports and str(hv.get("obs_tls_enabled", False)).lower() == "true" else "http"
+        app = host in apps and cport == "3000"
+        name, path = ("MDL API", "health") if app else names.get(cport, (cport, ""))
+        # The MDL API itself still serves plain HTTP.
+        tls = cport in tls_ports and not app and str(hv.get("obs_tls_enabled", False)).lower() == "true"
+        scheme = "https" if tls else "http"
         print(f"  {host:<12} {name:<17} {scheme}://{ip}:{port}/{path}")
 '

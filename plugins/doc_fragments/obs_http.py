@@ -27,7 +27,14 @@ options:
   ca_path:
     description:
       - PEM file of the CA that signed the servers' certificates.
+      - Mutually exclusive with O(ca_cert).
     type: path
+  ca_cert:
+    description:
+      - The same CA as PEM text, for example a vault value, when there is no file of it where the module runs
+        (a play delegated to the controller). Only this CA is trusted, as with O(ca_path).
+      - Mutually exclusive with O(ca_path).
+    type: str
   timeout:
     description:
       - Timeout in seconds of every single HTTP request.

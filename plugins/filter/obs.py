@@ -7,7 +7,9 @@ tests/unit/test_filters.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from pathlib import Path
 
 # ansible_facts.architecture -> the arch suffix of upstream release archives.
 _RELEASE_ARCH = {
@@ -241,6 +243,48 @@ def unit_running(entry) -> bool:
     return bool(entry) and entry.get("active") == "active" and entry.get("enabled") == "enabled"
 
 
+# The project's root (roles/ and plugins/ below it): the code a converge stamp covers.
+_ROOT = Path(__file__).resolve().parents[2]
+_STATE_KEYS = ("paths", "globs", "users", "units")
+
+
+def code_digest(roles) -> str:
+    """SHA-256 over every file of these roles and of plugins/ (names and contents): a new
+    project version, or any edit of the code a role runs, changes it."""
+    digest = hashlib.sha256()
+    for tree in [_ROOT / "roles" / name for name in roles] + [_ROOT / "plugins"]:
+        if not tree.is_dir():
+            raise ValueError(f"code_digest: {tree} is not a directory (roles and plugins must sit side by side)")
+        for path in sorted(p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def converge_stamp(host_state, inputs, stamp_path: str) -> str:
+    """The text a role writes to ``stamp_path`` after a complete converge: a digest of its inputs
+    (variables, TLS material, code) and one of what the host then had (obs_host_state's result,
+    the stamp itself left out). Both are digests: no value, secret or not, is in the text."""
+    state = {key: dict((host_state or {}).get(key) or {}) for key in _STATE_KEYS}
+    state["paths"].pop(stamp_path, None)
+
+    def digest(value):
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+    return f"inputs {digest(inputs)}\nstate {digest(state)}\n"
+
+
+def converged(host_state, inputs, stamp_path: str) -> bool:
+    """True when the host still has exactly what its last complete converge left, for these same
+    inputs: the stamp read by obs_host_state (its SHA-1) equals the one these inputs and the host's
+    present state make. Any drift (a file, a mode, a link, a user, a stopped unit) or any new input
+    makes it false, and the role then runs every task as usual."""
+    entry = ((host_state or {}).get("paths") or {}).get(stamp_path) or {}
+    if not entry.get("exists") or entry.get("type") != "file":
+        return False
+    wanted = converge_stamp(host_state, inputs, stamp_path)
+    return entry.get("checksum") == hashlib.sha1(wanted.encode()).hexdigest()
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -259,4 +303,7 @@ class FilterModule:
             "account_differs": account_differs,
             "unit_running": unit_running,
             "scrape_configs": scrape_configs,
+            "code_digest": code_digest,
+            "converge_stamp": converge_stamp,
+            "converged": converged,
         }

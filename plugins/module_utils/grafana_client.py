@@ -21,6 +21,7 @@ import re
 from urllib.parse import quote
 
 from ansible.module_utils.http_client import (
+    CONNECTION_MUTUALLY_EXCLUSIVE,
     NOT_FOUND,
     HttpClient,
     HttpError,
@@ -38,7 +39,7 @@ FOLDER_PAGE_SIZE = 1000
 UID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 
 # The argument constraints of grafana_argument_spec, for AnsibleModule().
-GRAFANA_MUTUALLY_EXCLUSIVE = [("token", "url_username"), ("token", "url_password")]
+GRAFANA_MUTUALLY_EXCLUSIVE = [("token", "url_username"), ("token", "url_password"), *CONNECTION_MUTUALLY_EXCLUSIVE]
 GRAFANA_REQUIRED_TOGETHER = [("url_username", "url_password")]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
@@ -30,6 +31,10 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _TIMEOUTS = (socket.timeout, TimeoutError)
 
 
+# Pass to AnsibleModule(mutually_exclusive=...) with connection_argument_spec.
+CONNECTION_MUTUALLY_EXCLUSIVE = [("ca_path", "ca_cert")]
+
+
 def connection_argument_spec(**options):
     """The connection options of every module (doc fragment obs_http), followed by ``options``."""
     spec = dict(
@@ -37,6 +42,7 @@ def connection_argument_spec(**options):
         url_password=dict(type="str", no_log=True),
         validate_certs=dict(type="bool", default=True),
         ca_path=dict(type="path"),
+        ca_cert=dict(type="str"),
         timeout=dict(type="int", default=10),
     )
     spec.update(options)
@@ -49,7 +55,12 @@ def connection_options(params, credentials=True):
     ``credentials=False`` leaves the basic auth user and password out (for a server
     that must not get them).
     """
-    options = dict(timeout=params["timeout"], validate_certs=params["validate_certs"], ca_path=params["ca_path"])
+    options = dict(
+        timeout=params["timeout"],
+        validate_certs=params["validate_certs"],
+        ca_path=params["ca_path"],
+        ca_cert=params["ca_cert"],
+    )
     if credentials:
         options.update(username=params["url_username"], password=params["url_password"])
     return options
@@ -143,13 +154,16 @@ class HttpClient:
     user_agent = "ansible-obs-http-client"
     follow_redirects = "urllib2"
 
-    def __init__(self, base_url, *, username=None, password=None, timeout=10, validate_certs=True, ca_path=None):
+    def __init__(
+        self, base_url, *, username=None, password=None, timeout=10, validate_certs=True, ca_path=None, ca_cert=None
+    ):
         self.base_url = str(base_url).rstrip("/")
         self.username = username or None
         self.password = password
         self.timeout = timeout
         self.validate_certs = validate_certs
         self.ca_path = ca_path
+        self.ca_cert = ca_cert or None
         self.requests = 0
         self.writes = 0
         self._context = None
@@ -216,11 +230,29 @@ class HttpClient:
     def _ssl_context(self):
         """One SSL context for every request of this client (see open_url)."""
         if self._context is None:
+            if self.ca_cert:
+                self._context = self._ca_cert_context()
+                return self._context
             try:
                 self._context = make_context(cafile=self.ca_path, validate_certs=self.validate_certs)
             except OSError as exc:  # ssl.SSLError included
                 raise self.error(f"cannot use ca_path {self.ca_path}: {exc}") from None
         return self._context
+
+    def _ca_cert_context(self):
+        """Trust exactly the CA given as PEM text (ca_cert, e.g. a vault value), as ca_path trusts its file."""
+        if self.ca_path:
+            raise self.error(f"ca_path ({self.ca_path}) and ca_cert are mutually exclusive: set one")
+        if "-----BEGIN CERTIFICATE-----" not in self.ca_cert:
+            raise self.error("cannot use ca_cert: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        try:
+            context = ssl.create_default_context(cadata=self.ca_cert)
+        except (ssl.SSLError, ValueError) as exc:
+            raise self.error(f"cannot use ca_cert: {exc}") from None
+        if not self.validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def _send(self, method, url, data, headers, allow_404):
         """The raw response body (NOT_FOUND for an allowed 404); raises the client's error."""

@@ -409,7 +409,7 @@ from ansible.module_utils.alertmanager_client import AlertmanagerError  # noqa: 
 from ansible.module_utils.alertmanager_delivery import delivery_check  # noqa: E402
 from ansible.module_utils.alertmanager_fleet import Fleet  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.http_client import connection_argument_spec  # noqa: E402
+from ansible.module_utils.http_client import CONNECTION_MUTUALLY_EXCLUSIVE, connection_argument_spec  # noqa: E402
 from ansible.module_utils.polling import now  # noqa: E402
 
 ARGUMENT_SPEC = connection_argument_spec(
@@ -531,6 +531,7 @@ def main():
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
         required_if=[("delivery", "sink", ["sink_url"])],
+        mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE,
     )
     RoutingCheck(module).run()
 

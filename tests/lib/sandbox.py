@@ -102,9 +102,10 @@ def playbook_command(playbook: Path, *args: str, inventories=()) -> tuple[list[s
     return cmd, env
 
 
-def expected_state(dest: Path) -> dict:
-    """Run molecule/default/tests/expected.yml against the scenario and return its JSON."""
-    proc = playbook(PROJECT / "molecule/default/tests/expected.yml", "-e", f"dest={dest}")
+def expected_state(dest: Path, *args: str) -> dict:
+    """Run molecule/default/tests/expected.yml against the scenario (``args``: extra
+    ansible-playbook arguments, e.g. ``-e name=value``) and return its JSON."""
+    proc = playbook(PROJECT / "molecule/default/tests/expected.yml", "-e", f"dest={dest}", *args)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return json.loads(dest.read_text())
 

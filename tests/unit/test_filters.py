@@ -33,6 +33,9 @@ def test_filter_module_exposes_every_filter(obs, filters):
         "binaries_linked": obs.binaries_linked,
         "account_differs": obs.account_differs,
         "unit_running": obs.unit_running,
+        "code_digest": obs.code_digest,
+        "converge_stamp": obs.converge_stamp,
+        "converged": obs.converged,
     }
 
 

@@ -61,11 +61,16 @@ def package(tmp_path_factory) -> dict:
 class Standin:
     """One stand-in server with its own ini, data and provisioning directories."""
 
-    def __init__(self, homepath: Path, base: Path, extra_ini: str = "") -> None:
+    def __init__(self, homepath: Path, base: Path, extra_ini: str = "", tls: dict | None = None) -> None:
         self.homepath = homepath
         self.base = base
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # tls: pki.write_pki() paths; the stand-in then serves https and clients verify its CA.
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify = tls["ca"] if tls else True
+        # Extra command-line arguments (cfg:<section>.<key>=<value> overrides).
+        self.args: list[str] = []
         self.data = base / "data"
         self.prov = base / "provisioning"
         self.dashboards = base / "dashboards"
@@ -82,7 +87,8 @@ class Standin:
 [server]
 http_addr = 127.0.0.1
 http_port = {self.port}
-root_url = http://127.0.0.1:{self.port}/
+root_url = {self.url}/
+{self._tls_lines()}
 [paths]
 data = {self.data}
 logs = {self.base}/log
@@ -95,12 +101,18 @@ admin_password = \"\"\"{password}\"\"\"
 """
         )
 
+    def _tls_lines(self) -> str:
+        if not self.tls:
+            return ""
+        return f"protocol = https\ncert_file = {self.tls['cert']}\ncert_key = {self.tls['key']}"
+
     def command(self, *extra: str) -> list[str]:
         return [
             str(self.homepath / "bin" / "grafana"),
             "server",
             f"--config={self.ini}",
             f"--homepath={self.homepath}",
+            *self.args,
             *extra,
         ]
 
@@ -110,7 +122,7 @@ admin_password = \"\"\"{password}\"\"\"
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"stand-in exited: {self.log.read_text()}"
             try:
-                if requests.get(self.url + "/api/health", timeout=1).json()["database"] == "ok":
+                if requests.get(self.url + "/api/health", timeout=1, verify=self.verify).json()["database"] == "ok":
                     return self
             except requests.RequestException:
                 pass
@@ -129,6 +141,7 @@ admin_password = \"\"\"{password}\"\"\"
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
             auth = None
+        kw.setdefault("verify", self.verify)
         return requests.request(method, self.url + path, auth=auth, headers=headers, timeout=10, **kw)
 
     def token(self, role: str, name: str) -> str:

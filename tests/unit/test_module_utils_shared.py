@@ -22,7 +22,7 @@ alertmanager_client = load_module_utils("alertmanager_client")
 
 BASE = "http://server:8080"
 MODULES = ("alertmanager_routing_check", "grafana_dashboards", "obs_grafana_datasource")
-CONNECTION_OPTIONS = {"url_username", "url_password", "validate_certs", "ca_path", "timeout"}
+CONNECTION_OPTIONS = {"url_username", "url_password", "validate_certs", "ca_path", "ca_cert", "timeout"}
 
 
 class DemoError(http_mod.HttpError):
@@ -261,19 +261,20 @@ def test_the_routing_check_has_one_polling_loop():
 # ------------------------------------------------------------------ argument spec and doc fragments
 def test_connection_argument_spec_and_options():
     spec = http_mod.connection_argument_spec(extra=dict(type="int"))
-    assert list(spec) == ["url_username", "url_password", "validate_certs", "ca_path", "timeout", "extra"]
+    assert list(spec) == ["url_username", "url_password", "validate_certs", "ca_path", "ca_cert", "timeout", "extra"]
     assert spec["url_password"]["no_log"] is True
     assert (spec["validate_certs"]["default"], spec["timeout"]["default"], spec["ca_path"]["type"]) == (
         True,
         10,
         "path",
     )
-    params = {"url_username": "u", "url_password": "p", "validate_certs": False, "ca_path": "/ca", "timeout": 3}
+    params = {"url_username": "u", "url_password": "p", "validate_certs": False, "ca_path": "/ca", "ca_cert": None,
+              "timeout": 3}  # fmt: skip
     assert http_mod.connection_options(params) == dict(
-        username="u", password="p", timeout=3, validate_certs=False, ca_path="/ca"
+        username="u", password="p", timeout=3, validate_certs=False, ca_path="/ca", ca_cert=None
     )
     assert http_mod.connection_options(params, credentials=False) == dict(
-        timeout=3, validate_certs=False, ca_path="/ca"
+        timeout=3, validate_certs=False, ca_path="/ca", ca_cert=None
     )
 
 

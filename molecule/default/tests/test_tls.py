@@ -1,7 +1,7 @@
 """TLS on the exporter-toolkit servers (Prometheus, Alertmanager, node_exporter), the
 dskit servers (Loki, Promtail; stand-ins here), postgres_exporter (the same
-exporter-toolkit, Debian's package), Jaeger's collector servers and
-every client of them, in the mode the inventory says (obs_tls_enabled).
+exporter-toolkit, Debian's package), Jaeger's collector servers, Grafana (its
+[server] settings; the stand-in here) and every client of them, in the mode the inventory says (obs_tls_enabled).
 
 With TLS on, each server answers HTTPS with a certificate the environment's
 CA verifies, refuses plain HTTP and unverified clients, keeps its key 0640
@@ -10,7 +10,9 @@ https. With TLS off the same checks expect plain HTTP. Expected values come
 from expected.yml (the inventory and the role variables).
 """
 
+import configparser
 import json
+import time
 
 import pytest
 import yaml
@@ -18,12 +20,15 @@ from sandbox import curl_code, curl_json, curl_text
 
 # The readiness path of each server (basic auth where the role sets it).
 SERVERS = {"prometheus": "/-/ready", "alertmanager": "/-/ready", "node_exporter": "/metrics", "loki": "/ready",
-           "promtail": "/ready", "jaeger": "/api/services", "postgres_exporter": "/metrics"}  # fmt: skip
+           "promtail": "/ready", "jaeger": "/api/services", "postgres_exporter": "/metrics",
+           "grafana": "/api/health"}  # fmt: skip
 GROUP = {"prometheus": "prometheus", "alertmanager": "alertmanager", "node_exporter": "monitored", "loki": "loki",
-         "promtail": "monitored", "jaeger": "jaeger", "postgres_exporter": "postgres_exporter"}  # fmt: skip
+         "promtail": "monitored", "jaeger": "jaeger", "postgres_exporter": "postgres_exporter",
+         "grafana": "grafana"}  # fmt: skip
 # Where each server is told its certificate: the exporter-toolkit web config,
 # dskit's server.http_tls_config in the (JSON) config.yaml, or the `tls:` of
-# Jaeger's query HTTP server (every listener but internal telemetry has the same).
+# Jaeger's query HTTP server (every listener but internal telemetry has the same),
+# or grafana.ini's [server] (an ini file).
 TLS_CONFIG = {
     "prometheus": ("/etc/prometheus/web.yml", lambda doc: doc.get("tls_server_config")),
     "alertmanager": ("/etc/alertmanager/web.yml", lambda doc: doc.get("tls_server_config")),
@@ -32,7 +37,10 @@ TLS_CONFIG = {
     "loki": ("/etc/loki/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
     "promtail": ("/etc/promtail/config.yaml", lambda doc: doc["server"].get("http_tls_config")),
     "jaeger": ("/etc/jaeger/config.yaml", lambda doc: doc["extensions"]["jaeger_query"]["http"].get("tls")),
-}
+    "grafana": ("/etc/grafana/grafana.ini", lambda ini: (
+        {"cert_file": ini.get("server", "cert_file"), "key_file": ini.get("server", "cert_key")}
+        if ini.get("server", "protocol", fallback="http") == "https" else None)),
+}  # fmt: skip
 
 
 def _served_tls(host, service):
@@ -42,6 +50,10 @@ def _served_tls(host, service):
     if not f.exists:
         return None
     text = host.check_output(f"cat {path}")  # 0640 root:<service>: testinfra runs as root
+    if path.endswith(".ini"):
+        ini = configparser.ConfigParser(interpolation=None)
+        ini.read_string(text)
+        return pick(ini)
     return pick(yaml.safe_load(text) or {})  # JSON is YAML too
 
 
@@ -112,6 +124,67 @@ def test_prometheus_scrapes_and_alerts_over_the_inventory_scheme(host, want, sec
     assert not wrong, wrong
     ams = curl_json(host, want["urls"]["prometheus"] + "/api/v1/alertmanagers", *auth)["data"]["activeAlertmanagers"]
     assert ams and all(a["url"].startswith(scheme + "://") for a in ams), ams
+
+
+# Connects to the gossip port over TLS with the CA (and the host's key pair when given)
+# and reports whether the peer kept the connection: with RequireAndVerifyClientCert a
+# TLS 1.3 server sends its refusal after the handshake, so the first read tells.
+_GOSSIP_PROBE = """
+import socket, ssl, sys
+ip, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+if len(sys.argv) > 4:
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+try:
+    s = ctx.wrap_socket(socket.create_connection((ip, port), 5), server_hostname=ip)
+    s.settimeout(2)
+    s.recv(1)
+    print("closed")
+except TimeoutError:
+    print("kept")
+except (ssl.SSLError, OSError) as exc:
+    print("refused", exc)
+"""
+
+
+def _check_gossip(host, want, secrets):
+    """Evidence from the cluster itself: /api/v2/status lists every peer (this node at the
+    address it advertises); with gossip over TLS the gossip port only keeps a client that shows
+    a certificate the CA signed, and the config names the host's key pair and the CA."""
+    _deployed(want, "alertmanager")
+    cluster = want["alertmanager_cluster"]
+    peers = len({u.split("://", 1)[1].rsplit(":", 1)[0] for u in want["alertmanager_urls"]})
+    if peers < 2:
+        pytest.skip("a single Alertmanager does not gossip")
+    status = {}
+    for _ in range(30):  # a converge may just have restarted the peers: they rejoin within seconds
+        status = curl_json(host, want["urls"]["alertmanager"] + "/api/v2/status", *_auth(want, secrets, "alertmanager"))
+        if status["cluster"]["status"] == "ready" and len(status["cluster"]["peers"]) == peers:
+            break
+        time.sleep(2)
+    addresses = [p["address"] for p in status["cluster"]["peers"]]
+    assert status["cluster"]["status"] == "ready" and len(addresses) == peers, status["cluster"]
+    config = host.file("/etc/alertmanager/cluster-tls.yml")
+    if not cluster["tls"]:
+        assert not config.exists
+        return
+    assert cluster["advertise"] in addresses, (cluster["advertise"], addresses)
+    files = want["tls"]["files"]["alertmanager"]
+    assert (config.user, config.group, config.mode) == ("root", want["users"]["alertmanager"], 0o640)
+    doc = yaml.safe_load(host.check_output("cat /etc/alertmanager/cluster-tls.yml"))
+    assert doc["tls_server_config"]["client_auth_type"] == "RequireAndVerifyClientCert"
+    assert doc["tls_server_config"]["client_ca_file"] == doc["tls_client_config"]["ca_file"] == files["ca"]
+    ip, port = cluster["advertise"].rsplit(":", 1)
+    probe = f"python3 -c '{_GOSSIP_PROBE}' {ip} {port} {files['ca']}"
+    with_cert = host.check_output(f"{probe} {files['cert']} {files['key']}")
+    assert with_cert == "kept", with_cert
+    without = host.check_output(probe)
+    assert without.startswith("refused"), without
+
+
+def test_alertmanager_gossip_follows_the_inventory_mode(host, want, secrets):
+    """The inventory's mode (alertmanager_cluster_tls, off by default: see the role's defaults)."""
+    _check_gossip(host, want, secrets)
 
 
 def test_promtail_pushes_to_loki_over_the_inventory_scheme(host, want):

@@ -25,7 +25,8 @@ Command line
     unquoted ``#`` or ``;`` starts a comment: quote such values with
     triple quotes (``\"\"\"p#ss\"\"\"``). Keys read: [paths] data, logs, plugins,
     provisioning; [server] protocol (http|https), http_addr, http_port,
-    domain, root_url, serve_from_sub_path, cert_file, cert_key; [database]
+    domain, root_url, serve_from_sub_path, cert_file, cert_key,
+    min_tls_version (TLS1.2|TLS1.3); [database]
     type (sqlite3|mysql|postgres), path, host, ssl_mode; [security]
     admin_user, admin_password, admin_email; [users] allow_sign_up;
     [auth.anonymous] enabled, org_role; [dashboards] versions_to_keep,
@@ -198,6 +199,8 @@ STATE_FORMAT = 1
 ORG_ID = 1
 ORG_NAME = "Main Org."
 ROLE_RANK = {"None": 0, "Viewer": 1, "Editor": 2, "Admin": 3}
+# [server] min_tls_version: the versions Grafana accepts (its default is TLS1.2).
+TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
 UID_RE = re.compile(r"^[a-zA-Z0-9\-_]*$")
 RESTART_NOTICE = (
     "Please restart Grafana after installing or removing plugins. "
@@ -2761,12 +2764,19 @@ def cmd_server(args: list[str]) -> int:
                 httpd.server_close()
                 raise ConfigError("cert_file and cert_key are required when protocol is https")
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            min_tls = (cfg.get("server", "min_tls_version", "TLS1.2") or "TLS1.2").strip('"')
+            if min_tls not in TLS_VERSIONS:
+                httpd.server_close()
+                raise ConfigError(f"unknown min_tls_version {min_tls!r}: TLS1.2 or TLS1.3")
+            context.minimum_version = TLS_VERSIONS[min_tls]
             try:
                 context.load_cert_chain(cert, key)
             except (OSError, ssl.SSLError) as exc:
                 httpd.server_close()
                 raise ConfigError(f"could not load TLS certificate: {exc}") from exc
-            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+            # The handshake runs in each connection's thread (as Grafana's does per
+            # connection), not in the accept loop, where a silent client would stall it.
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     except ConfigError as exc:
         console.error("server", "Failed to start grafana", error=str(exc))
         print(f"Failed to start {STANDIN_NAME} ({STANDIN_TAG}). error: {exc}", file=sys.stderr)
