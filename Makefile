@@ -41,8 +41,11 @@ lint:
 unit:
 	OBS_REQUIRE_TOOLS=1 pytest -q tests/unit
 
+# Each line stamped with the time, so a CI log shows where the minutes go.
 molecule:
-	set -e; for s in $(SCENARIOS); do molecule test -s $$s; done
+	set -eo pipefail; for s in $(SCENARIOS); do \
+	  PYTHONUNBUFFERED=1 molecule test -s $$s 2>&1 | while IFS= read -r line; do printf '%(%H:%M:%S)T %s\n' -1 "$$line"; done; \
+	done
 
 bench: setup
 	bench/converge.sh
