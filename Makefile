@@ -28,7 +28,16 @@ verify:
 down:
 	ansible-playbook -i inventories/local playbooks/sandbox.yml -e sandbox_state=absent
 
-test: setup lint unit molecule
+# lint runs beside the unit tests (neither needs Docker, and the unit tests
+# wait on the servers they start), its log printed after them; then molecule.
+test: setup
+	@mkdir -p build/logs; \
+	$(MAKE) --no-print-directory lint > build/logs/lint.log 2>&1 & lint_pid=$$!; \
+	$(MAKE) --no-print-directory unit; unit_rc=$$?; \
+	wait $$lint_pid; lint_rc=$$?; \
+	echo "--- make lint (exit $$lint_rc), run beside the unit tests:"; cat build/logs/lint.log; \
+	[ $$unit_rc -eq 0 ] && [ $$lint_rc -eq 0 ]
+	$(MAKE) --no-print-directory molecule
 
 lint:
 	yamllint -s .
@@ -39,7 +48,7 @@ lint:
 # OBS_REQUIRE_TOOLS=1: a missing real-binary tool (promtool, amtool,
 # alertmanager in build/tools) fails the run instead of skipping its tests.
 unit:
-	OBS_REQUIRE_TOOLS=1 pytest -q tests/unit
+	OBS_REQUIRE_TOOLS=1 pytest -q --durations=15 tests/unit
 
 # Each line stamped with the time, so a CI log shows where the minutes go.
 molecule:

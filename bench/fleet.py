@@ -3,6 +3,7 @@
 
   .venv/bin/python bench/fleet.py [--sizes 1,20] [--reruns 2] [--keep]
                                   [--connection community.docker.docker_api] [--profile 15]
+                                  [--forks N] [--strategy free]
 
 For each size N it writes an inventory under bench/results/fleet-N (the local
 inventory's group_vars, so the same versions, TLS and credentials), starts N
@@ -16,7 +17,8 @@ that is not counted, so gathering=smart skips the setup module: the usual
 setting for a large fleet), then asks Prometheus (on the first host, which also runs it) for up{job="node"}
 and requires one series per monitored host, all 1. Prints the times, the ratio
 of the N-host to the 1-host no-op (target: at most 2x) and the Ansible settings
-used (forks, strategy, pipelining, connection). --profile N also prints the N
+used (forks, strategy, pipelining, connection; --forks and --strategy override
+ansible.cfg's for every run, to compare settings). --profile N also prints the N
 tasks that took longest in the largest size's last no-op run (profile_tasks).
 The sandbox hosts are containers, so the connection is the sandbox's cost, not
 one a real fleet pays (SSH): docker_api talks to the engine's API from the
@@ -205,7 +207,13 @@ def main() -> None:
         metavar="N",
         help="print the N slowest tasks of the largest size's last no-op run",
     )
+    parser.add_argument("--forks", type=int, help="ANSIBLE_FORKS for every run (default: ansible.cfg's)")
+    parser.add_argument("--strategy", help="ANSIBLE_STRATEGY for every run, e.g. free (default: ansible.cfg's)")
     args = parser.parse_args()
+    if args.forks:
+        ENV["ANSIBLE_FORKS"] = str(args.forks)
+    if args.strategy:
+        ENV["ANSIBLE_STRATEGY"] = args.strategy
     sizes = [int(s) for s in args.sizes.split(",")]
     results = [bench(n, args.reruns, args.keep and n == sizes[-1], args.connection, args.profile > 0 and n == sizes[-1])
                for n in sizes]  # fmt: skip
