@@ -142,7 +142,8 @@ def node_targets_up(inv: Path, host: str, expected: set[str], timeout: float = 1
 def slowest(log_file: Path, count: int) -> list[str]:
     """The `count` slowest tasks of a run, from profile_tasks' summary at the end of its log."""
     lines = log_file.read_text().splitlines()
-    rows = [line for line in lines if re.search(r" -+ \d+\.\d+s$", line)]
+    # profile_tasks prints its summary once per playbook run's stats; keep each task once.
+    rows = list(dict.fromkeys(line.strip() for line in lines if re.search(r" -+ \d+\.\d+s$", line)))
     return rows[:count]
 
 

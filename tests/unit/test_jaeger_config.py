@@ -339,3 +339,40 @@ def test_a_span_sent_over_otlp_grpc_tls_is_returned_by_the_query_grpc_api(jaeger
     while service.encode() not in _grpc_call(jaeger_tls.addr["jaeger_query_grpc_listen_address"], method, credentials):
         assert time.monotonic() < deadline, f"{service} never listed by the query gRPC API"
         time.sleep(0.3)
+
+
+# --------------------------------------------------------------------------
+# The query service's own tracing (jaeger_query enable_tracing, on upstream)
+# --------------------------------------------------------------------------
+
+
+def test_query_self_tracing_is_off_by_default_and_refused_with_tls(tmp_path):
+    query = rendered_config(tmp_path, "jaeger", {"obs_tls_enabled": False})["extensions"]["jaeger_query"]
+    assert query["enable_tracing"] is False
+    (tmp_path / "on").mkdir()
+    on = rendered_config(tmp_path / "on", "jaeger", {"obs_tls_enabled": False, "jaeger_query_self_tracing": True})
+    assert on["extensions"]["jaeger_query"]["enable_tracing"] is True
+    (tmp_path / "tls").mkdir()
+    proc = render_role(
+        tmp_path / "tls", "jaeger", {**_tls_pki(tmp_path / "tls")["vars"], "jaeger_query_self_tracing": True}
+    )
+    assert_refused(proc, "jaeger_query_self_tracing exports the query service's spans over plaintext OTLP gRPC",
+                   tmp_path / "tls", "jaeger")  # fmt: skip
+
+
+def test_a_tls_jaeger_stops_promptly_after_serving_queries(tmp_path):
+    """With upstream's self-tracing the query spans' plaintext export fails and a stop waits 10 s to flush them."""
+    server = _Jaeger(tmp_path, _tls_pki(tmp_path)).start()
+    ca = server.pki["ca"]
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+        method = GRPC_METHODS["jaeger_query_grpc_listen_address"]
+        _grpc_call(server.addr["jaeger_query_grpc_listen_address"], method, credentials)
+        assert _session(ca).get(f"{server.expected['query_url']}/api/services", timeout=5).status_code == 200
+    finally:
+        started = time.monotonic()
+        server.stop()
+        took = time.monotonic() - started
+    log = server.log_path.read_text()
+    assert took < 5, f"jaeger took {took:.1f} s to stop after SIGTERM:\n{log[-3000:]}"
+    assert "traces export" not in log, log[-3000:]
