@@ -33,12 +33,17 @@ PROJECT = Path(__file__).resolve().parents[3]
 VERIFY = PROJECT / "playbooks/verify.yml"
 
 
+def am_nodes(expected) -> dict:
+    """{name: testinfra host} of every Alertmanager of the scenario, sorted by name."""
+    names = sorted(n for n, e in expected.items() if "alertmanager" in e["groups"])
+    return {n: testinfra.get_host(f"docker://{n}") for n in names}
+
+
 @pytest.fixture(scope="module")
 def cluster(expected, secrets):
-    names = sorted(n for n, e in expected.items() if "alertmanager" in e["groups"])
-    if len(names) < 2:
+    nodes = am_nodes(expected)
+    if len(nodes) < 2:
         pytest.skip("the failure tests need an Alertmanager cluster of two or more")
-    nodes = {n: testinfra.get_host(f"docker://{n}") for n in names}
     yield nodes
     # Whatever happened, leave every node running and the cluster formed for the tests after this one.
     for host in nodes.values():
@@ -78,8 +83,16 @@ def wait_gossiping(expected, secrets, nodes, timeout: float = 120):
     Each probe silence matches no alert (a label of its own) and is expired afterwards."""
     wait_formed(expected, secrets, nodes)
     password = secrets["vault_alertmanager_password"]
+
+    def api(name, path):
+        """URL, user and password of ``path`` of the Alertmanager on ``name`` (sandbox's curl helpers)."""
+        return (
+            f"{expected[name]['urls']['alertmanager']}/api/v2/{path}",
+            expected[name]["auth_usernames"]["alertmanager"],
+            password,
+        )
+
     for source, host in nodes.items():
-        user = expected[source]["auth_usernames"]["alertmanager"]
         now = datetime.now(UTC)
         body = json.dumps({
             "matchers": [{"name": "obs_gossip_probe", "value": uuid.uuid4().hex, "isRegex": False, "isEqual": True}],
@@ -87,24 +100,21 @@ def wait_gossiping(expected, secrets, nodes, timeout: float = 120):
             "endsAt": (now + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
             "createdBy": "molecule", "comment": "gossip probe of the HA tests, expired at once",
         })  # fmt: skip
-        url = f"{expected[source]['urls']['alertmanager']}/api/v2/silences"
+        post = sandbox.curl_args(*api(source, "silences"))
         out = host.check_output(
-            f"curl -sS --max-time 5 -f -X POST -H 'Content-Type: application/json' -d '{body}' "
-            f"{sandbox.curl_args(url, user, password)}"
+            f"curl -sS --max-time 5 -f -X POST -H 'Content-Type: application/json' -d '{body}' {post}"
         )
         silence = json.loads(out)["silenceID"]
 
         def listed_everywhere(silence=silence, source=source):
             for name, other in nodes.items():
-                url = f"{expected[name]['urls']['alertmanager']}/api/v2/silence/{silence}"
-                code = sandbox.curl_code(other, url, expected[name]["auth_usernames"]["alertmanager"], password)
+                code = sandbox.curl_code(other, *api(name, f"silence/{silence}"))
                 assert code == "200", f"silence {silence} made on {source} is not on {name} (HTTP {code})"
 
         try:
             sandbox.eventually(listed_everywhere, timeout=timeout, interval=1)
         finally:
-            url = f"{expected[source]['urls']['alertmanager']}/api/v2/silence/{silence}"
-            host.run(f"curl -sS --max-time 5 -f -X DELETE {sandbox.curl_args(url, user, password)}")
+            host.run(f"curl -sS --max-time 5 -f -X DELETE {sandbox.curl_args(*api(source, f'silence/{silence}'))}")
 
 
 def sending_node(expected, secrets, nodes):

@@ -11,8 +11,7 @@ which then sees the inventory's mode again.
 
 import pytest
 import sandbox
-import testinfra
-from test_ha_failure import wait_gossiping
+from test_ha_failure import am_nodes, wait_gossiping
 from test_tls import _check_gossip
 
 
@@ -27,9 +26,9 @@ def gossip_tls_expected(tmp_path_factory, expected, secrets):
     yield sandbox.expected_state(tmp_path_factory.mktemp("gossip-tls") / "expected.json", *args)
     proc = sandbox.playbook(sandbox.PROJECT / "playbooks/alertmanager.yml", timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    names = sorted(n for n, e in expected.items() if "alertmanager" in e["groups"])
-    if len(names) > 1:
-        wait_gossiping(expected, secrets, {n: testinfra.get_host(f"docker://{n}") for n in names})
+    nodes = am_nodes(expected)
+    if len(nodes) > 1:
+        wait_gossiping(expected, secrets, nodes)
 
 
 def test_alertmanager_gossip_is_mutual_tls_when_asked(host, want, secrets, request):
